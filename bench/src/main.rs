@@ -1,0 +1,308 @@
+//! `bench`: measures exec-server implementations over their WebSocket JSON-RPC interface.
+//!
+//! Launches each server under test itself (`--ours`, `--upstream`: command templates with
+//! `{listen}`), or measures an already running one (`--url`), runs the selected measurements
+//! for `--rounds` rounds (alternating servers, restarting each per round) and prints a
+//! markdown table of medians, ratios and per-round figures. See docs/benchmarks.md.
+
+#![allow(clippy::print_stdout)]
+
+mod measures;
+mod report;
+mod rpc;
+mod server;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::json;
+
+use crate::measures::{Config, Measure, MEASURES};
+use crate::report::TargetResults;
+use crate::server::Server;
+
+/// Benchmark exec-server implementations (ours vs upstream `codex exec-server`).
+#[derive(Parser, Debug)]
+#[command(name = "bench")]
+struct Args {
+    /// Launch command for our server; `{listen}` becomes `ws://127.0.0.1:PORT`
+    /// (e.g. `target/release/exec-server --listen {listen}`).
+    #[arg(long)]
+    ours: Option<String>,
+    /// Launch command for the upstream server, e.g.
+    /// `CODEX_HOME=$(mktemp -d) /path/codex exec-server --listen {listen}`.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Measure an already running server at this ws:// URL (not restarted between rounds).
+    #[arg(long)]
+    url: Option<String>,
+    /// Rounds per server (servers alternate: ours, upstream, ours, ...).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Comma-separated measurements to run: idle-rss, rpc, spawn, sleep200, multi-conn,
+    /// notify-stream, read-stream (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Size of the output streams, MiB.
+    #[arg(long, default_value_t = 256)]
+    stream_mib: u64,
+    /// Write all results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Sequential `environment/info` calls for the rpc measurement.
+    #[arg(long, default_value_t = 2000)]
+    rpc_calls: usize,
+    /// Sequential spawns of `true` for the spawn measurement.
+    #[arg(long, default_value_t = 300)]
+    spawn_runs: usize,
+    /// Concurrent `sleep 1` processes.
+    #[arg(long, default_value_t = 200)]
+    sleepers: usize,
+    /// Connections for the parallel-spawn measurement.
+    #[arg(long, default_value_t = 8)]
+    conns: usize,
+    /// Sequential spawns per connection for the parallel-spawn measurement.
+    #[arg(long, default_value_t = 100)]
+    spawns_per_conn: usize,
+    /// Directory for the launched servers' stdout/stderr logs.
+    #[arg(long, default_value = "/tmp/bench-logs")]
+    log_dir: PathBuf,
+}
+
+enum Source {
+    Launch(String),
+    Url(String),
+}
+
+struct Target {
+    label: &'static str,
+    source: Source,
+}
+
+impl Target {
+    fn describe(&self) -> &str {
+        match &self.source {
+            Source::Launch(cmd) => cmd,
+            Source::Url(url) => url,
+        }
+    }
+
+    async fn start(&self, log_name: &str, log_dir: &std::path::Path) -> Result<Server> {
+        match &self.source {
+            Source::Launch(cmd) => Server::launch(cmd, &log_dir.join(log_name)).await,
+            Source::Url(url) => Server::external(url),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let mut targets = Vec::new();
+    if let Some(cmd) = &args.ours {
+        targets.push(Target {
+            label: "ours",
+            source: Source::Launch(cmd.clone()),
+        });
+    }
+    if let Some(cmd) = &args.upstream {
+        targets.push(Target {
+            label: "upstream",
+            source: Source::Launch(cmd.clone()),
+        });
+    }
+    if let Some(url) = &args.url {
+        targets.push(Target {
+            label: "url",
+            source: Source::Url(url.clone()),
+        });
+    }
+    if targets.is_empty() {
+        bail!("nothing to measure: give --ours, --upstream and/or --url");
+    }
+    for target in &targets {
+        if let Source::Launch(cmd) = &target.source {
+            if !cmd.contains("{listen}") && !cmd.contains("{port}") {
+                bail!(
+                    "--{} command has no {{listen}} placeholder: {cmd}",
+                    target.label
+                );
+            }
+        }
+    }
+    let measures: Vec<&Measure> = if args.only.is_empty() {
+        MEASURES.iter().collect()
+    } else {
+        let mut selected = Vec::new();
+        for name in &args.only {
+            let measure = MEASURES
+                .iter()
+                .find(|m| m.name == name.trim())
+                .with_context(|| {
+                    let names: Vec<_> = MEASURES.iter().map(|m| m.name).collect();
+                    format!("unknown measurement {name:?}; known: {}", names.join(", "))
+                })?;
+            selected.push(measure);
+        }
+        // Keep the canonical order (idle RSS must come first on a fresh server).
+        MEASURES
+            .iter()
+            .filter(|m| selected.iter().any(|s| s.name == m.name))
+            .collect()
+    };
+    let config = Config {
+        rpc_calls: args.rpc_calls,
+        spawn_runs: args.spawn_runs,
+        stream_bytes: args.stream_mib << 20,
+        sleepers: args.sleepers,
+        conns: args.conns,
+        spawns_per_conn: args.spawns_per_conn,
+    };
+    std::fs::create_dir_all(&args.log_dir)
+        .with_context(|| format!("creating {}", args.log_dir.display()))?;
+
+    let mut results: Vec<TargetResults> = targets
+        .iter()
+        .map(|t| TargetResults::new(t.label, t.describe()))
+        .collect();
+    for round in 1..=args.rounds {
+        for (target, result) in targets.iter().zip(results.iter_mut()) {
+            eprintln!("== round {round}/{}: {}", args.rounds, target.label);
+            run_round(target, round, &measures, &config, &args, result).await;
+        }
+    }
+
+    let (nproc, cpu) = server::machine();
+    println!();
+    println!(
+        "machine: {nproc} CPUs, {cpu}; rounds: {}; rpc calls {}, spawns {}, sleepers {}, {}×{} parallel spawns, streams {} MiB",
+        args.rounds, config.rpc_calls, config.spawn_runs, config.sleepers, config.conns,
+        config.spawns_per_conn, args.stream_mib
+    );
+    println!();
+    report::print_table(&measures, &results);
+    report::print_goals(&results);
+
+    if let Some(path) = &args.json {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let meta = json!({
+            "unixTime": unix,
+            "nproc": nproc,
+            "cpu": cpu,
+            "rounds": args.rounds,
+            "config": format!("{config:?}"),
+            "streamMib": args.stream_mib,
+        });
+        let doc = report::to_json(&measures, &results, meta);
+        std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Starts `target`, runs every measurement once, stops it. Failures are recorded, never fatal.
+async fn run_round(
+    target: &Target,
+    round: usize,
+    measures: &[&Measure],
+    config: &Config,
+    args: &Args,
+    result: &mut TargetResults,
+) {
+    let log_name = format!("{}-round{round}.log", target.label);
+    let mut server = match target.start(&log_name, &args.log_dir).await {
+        Ok(server) => server,
+        Err(e) => {
+            let message = format!("server start failed: {e:#}");
+            eprintln!("   {message}");
+            for measure in measures {
+                for figure in measure.figures {
+                    result.record(figure.key, Err(message.clone()));
+                }
+            }
+            return;
+        }
+    };
+    for measure in measures {
+        if let Some(status) = server.exited() {
+            eprintln!(
+                "   server exited ({status}); restarting it for {}",
+                measure.name
+            );
+            server.stop().await;
+            match target
+                .start(
+                    &format!("{}-round{round}-{}.log", target.label, measure.name),
+                    &args.log_dir,
+                )
+                .await
+            {
+                Ok(restarted) => server = restarted,
+                Err(e) => {
+                    let message = format!("server restart failed: {e:#}");
+                    for figure in measure.figures {
+                        result.record(figure.key, Err(message.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
+        let started = std::time::Instant::now();
+        let outcome = tokio::time::timeout(
+            measure.timeout,
+            measures::run(measure.name, &server, config),
+        )
+        .await;
+        let outcome = match outcome {
+            Ok(Ok(figures)) => Ok(figures),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err(format!("timed out after {}s", measure.timeout.as_secs())),
+        };
+        let outcome = outcome.map_err(|mut e| {
+            if let Some(status) = server.exited() {
+                e.push_str(&format!(" (server exited: {status}"));
+                if let Some(log) = &server.log {
+                    e.push_str(&format!("; log {}", log.display()));
+                }
+                e.push(')');
+            }
+            e
+        });
+        match &outcome {
+            Ok(figures) => {
+                let text: Vec<String> =
+                    figures.iter().map(|(k, v)| format!("{k}={v:.1}")).collect();
+                eprintln!(
+                    "   {:<14} {:>6.1}s  {}",
+                    measure.name,
+                    started.elapsed().as_secs_f64(),
+                    text.join(" ")
+                );
+            }
+            Err(e) => eprintln!(
+                "   {:<14} {:>6.1}s  error: {e}",
+                measure.name,
+                started.elapsed().as_secs_f64()
+            ),
+        }
+        for figure in measure.figures {
+            let value = match &outcome {
+                Ok(figures) => figures
+                    .iter()
+                    .find(|(k, _)| *k == figure.key)
+                    .map(|(_, v)| *v)
+                    .ok_or_else(|| format!("measurement did not report {}", figure.key)),
+                Err(e) => Err(e.clone()),
+            };
+            result.record(figure.key, value);
+        }
+        // Let the server settle (reap children, flush) between measurements.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    server.stop().await;
+}

@@ -1,0 +1,408 @@
+//! The measurements. Each opens its own connection(s) to the server under test and returns
+//! named figures; the caller applies the timeout.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::rpc::{self, Client};
+use crate::server::{self, Server};
+
+/// Which direction of a figure is better.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Better {
+    Higher,
+    Lower,
+    /// A yes/no figure (1.0 = yes); yes is better.
+    Yes,
+}
+
+/// One reported number.
+pub(crate) struct Figure {
+    pub(crate) key: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) better: Better,
+}
+
+/// One measurement (selectable with `--only NAME`).
+pub(crate) struct Measure {
+    pub(crate) name: &'static str,
+    pub(crate) figures: &'static [Figure],
+    pub(crate) timeout: Duration,
+}
+
+const fn fig(key: &'static str, label: &'static str, better: Better) -> Figure {
+    Figure { key, label, better }
+}
+
+/// All measurements, in the order they run against a freshly started server (idle RSS first,
+/// the heavy output streams last).
+pub(crate) const MEASURES: &[Measure] = &[
+    Measure {
+        name: "idle-rss",
+        figures: &[fig("rss_kib", "idle RSS (KiB)", Better::Lower)],
+        timeout: Duration::from_secs(30),
+    },
+    Measure {
+        name: "rpc",
+        figures: &[
+            fig("rpc_p50_us", "rpc round trip p50 (µs)", Better::Lower),
+            fig("rpc_p99_us", "rpc round trip p99 (µs)", Better::Lower),
+        ],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "spawn",
+        figures: &[
+            fig("spawn_p50_us", "spawn round trip p50 (µs)", Better::Lower),
+            fig("spawn_p99_us", "spawn round trip p99 (µs)", Better::Lower),
+        ],
+        timeout: Duration::from_secs(120),
+    },
+    Measure {
+        name: "sleep200",
+        figures: &[fig(
+            "sleep_all_exited_s",
+            "N× sleep 1, all exited (s)",
+            Better::Lower,
+        )],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "multi-conn",
+        figures: &[fig(
+            "multi_spawns_per_s",
+            "parallel connections spawning (spawns/s)",
+            Better::Higher,
+        )],
+        timeout: Duration::from_secs(120),
+    },
+    Measure {
+        name: "notify-stream",
+        figures: &[
+            fig("notify_mibs", "notification stream (MiB/s)", Better::Higher),
+            fig(
+                "notify_lossless",
+                "notification stream lossless",
+                Better::Yes,
+            ),
+        ],
+        timeout: Duration::from_secs(180),
+    },
+    Measure {
+        name: "read-stream",
+        figures: &[
+            fig("read_mibs", "process/read stream (MiB/s)", Better::Higher),
+            fig("read_lossless", "process/read stream lossless", Better::Yes),
+            fig(
+                "read_received_mib",
+                "process/read received (MiB)",
+                Better::Higher,
+            ),
+        ],
+        timeout: Duration::from_secs(180),
+    },
+];
+
+/// Sizes of the workloads.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) rpc_calls: usize,
+    pub(crate) spawn_runs: usize,
+    pub(crate) stream_bytes: u64,
+    pub(crate) sleepers: usize,
+    pub(crate) conns: usize,
+    pub(crate) spawns_per_conn: usize,
+}
+
+pub(crate) type Figures = Vec<(&'static str, f64)>;
+
+/// Runs measurement `name` against `server`.
+pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<Figures> {
+    let url = server.url.as_str();
+    match name {
+        "idle-rss" => idle_rss(server).await,
+        "rpc" => rpc_round_trip(url, config.rpc_calls).await,
+        "spawn" => spawn_round_trip(url, config.spawn_runs).await,
+        "sleep200" => concurrent_sleepers(url, config.sleepers).await,
+        "multi-conn" => parallel_spawners(url, config.conns, config.spawns_per_conn).await,
+        "notify-stream" => notification_stream(url, config.stream_bytes).await,
+        "read-stream" => read_stream(url, config.stream_bytes).await,
+        other => bail!("unknown measurement {other}"),
+    }
+}
+
+fn start_params(process_id: &str, argv: &[&str]) -> Value {
+    json!({
+        "processId": process_id,
+        "argv": argv,
+        "cwd": "file:///tmp",
+        "env": {"PATH": "/usr/bin:/bin"},
+        "tty": false,
+    })
+}
+
+/// Nearest-rank percentile of sorted durations, in µs.
+fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (sorted.len() * pct).div_ceil(100).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1e6
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1u32 << 20)
+}
+
+/// Waits for `process/closed` of `process_id`, discarding other notifications.
+async fn wait_closed(client: &mut Client, process_id: &str) -> Result<()> {
+    loop {
+        let notification = client.next_notification().await?;
+        if rpc::method(&notification) == "process/closed"
+            && rpc::process_id(&notification) == process_id
+        {
+            return Ok(());
+        }
+    }
+}
+
+async fn idle_rss(server: &Server) -> Result<Figures> {
+    let _client = Client::connect_initialized(&server.url).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = server
+        .pid()
+        .context("cannot find the server pid (no local listener on its port)")?;
+    let kib = server::rss_kib(pid)?;
+    Ok(vec![("rss_kib", kib as f64)])
+}
+
+async fn rpc_round_trip(url: &str, calls: usize) -> Result<Figures> {
+    let mut client = Client::connect_initialized(url).await?;
+    for _ in 0..calls.min(100) {
+        client.call("environment/info", Value::Null).await?;
+    }
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        client.call("environment/info", Value::Null).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(vec![
+        ("rpc_p50_us", percentile_us(&samples, 50)),
+        ("rpc_p99_us", percentile_us(&samples, 99)),
+    ])
+}
+
+async fn spawn_round_trip(url: &str, runs: usize) -> Result<Figures> {
+    let mut client = Client::connect_initialized(url).await?;
+    for i in 0..5 {
+        let id = format!("warm-{i}");
+        client
+            .call("process/start", start_params(&id, &["true"]))
+            .await?;
+        wait_closed(&mut client, &id).await?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let id = format!("spawn-{i}");
+        let started = Instant::now();
+        client
+            .call("process/start", start_params(&id, &["true"]))
+            .await?;
+        wait_closed(&mut client, &id).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(vec![
+        ("spawn_p50_us", percentile_us(&samples, 50)),
+        ("spawn_p99_us", percentile_us(&samples, 99)),
+    ])
+}
+
+async fn concurrent_sleepers(url: &str, count: usize) -> Result<Figures> {
+    let mut client = Client::connect_initialized(url).await?;
+    let started = Instant::now();
+    let mut request_ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = format!("sleep-{i}");
+        request_ids.push(
+            client
+                .send_request("process/start", start_params(&id, &["sleep", "1"]))
+                .await?,
+        );
+    }
+    for (i, request_id) in request_ids.into_iter().enumerate() {
+        client
+            .wait_response(request_id)
+            .await
+            .with_context(|| format!("process/start sleep-{i}"))?;
+    }
+    let mut exited = vec![false; count];
+    let mut remaining = count;
+    while remaining > 0 {
+        let notification = client.next_notification().await?;
+        if rpc::method(&notification) != "process/exited" {
+            continue;
+        }
+        let index = rpc::process_id(&notification)
+            .strip_prefix("sleep-")
+            .and_then(|n| n.parse::<usize>().ok());
+        if let Some(index) = index.filter(|&i| i < count) {
+            if !exited[index] {
+                exited[index] = true;
+                remaining -= 1;
+            }
+        }
+    }
+    Ok(vec![(
+        "sleep_all_exited_s",
+        started.elapsed().as_secs_f64(),
+    )])
+}
+
+async fn parallel_spawners(url: &str, conns: usize, per_conn: usize) -> Result<Figures> {
+    let clients =
+        futures::future::try_join_all((0..conns).map(|_| Client::connect_initialized(url))).await?;
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut client)| {
+            tokio::spawn(async move {
+                for i in 0..per_conn {
+                    let id = format!("c{k}-{i}");
+                    client
+                        .call("process/start", start_params(&id, &["true"]))
+                        .await?;
+                    wait_closed(&mut client, &id).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("spawner task panicked")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(vec![(
+        "multi_spawns_per_s",
+        (conns * per_conn) as f64 / secs,
+    )])
+}
+
+fn head_command(bytes: u64) -> String {
+    format!("head -c {bytes} /dev/zero")
+}
+
+/// Decodes a base64 `chunk` field into `scratch`, returning the decoded length.
+fn decoded_len(chunk: &Value, scratch: &mut Vec<u8>) -> Result<u64> {
+    let text = chunk.as_str().context("chunk is not a string")?;
+    scratch.clear();
+    STANDARD
+        .decode_vec(text, scratch)
+        .context("chunk is not valid base64")?;
+    Ok(scratch.len() as u64)
+}
+
+async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
+    let mut client = Client::connect_initialized(url).await?;
+    let id = "notify-stream";
+    let command = head_command(bytes);
+    let started = Instant::now();
+    client
+        .call(
+            "process/start",
+            start_params(id, &["/bin/sh", "-c", &command]),
+        )
+        .await?;
+    let mut received = 0u64;
+    let mut scratch = Vec::with_capacity(64 << 10);
+    loop {
+        let notification = client.next_notification().await?;
+        if rpc::process_id(&notification) != id {
+            continue;
+        }
+        match rpc::method(&notification) {
+            "process/output" => {
+                received += decoded_len(&notification["params"]["chunk"], &mut scratch)?;
+            }
+            "process/closed" => break,
+            _ => {}
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if received == 0 {
+        bail!("no output received");
+    }
+    let lossless = if received == bytes { 1.0 } else { 0.0 };
+    if received != bytes {
+        eprintln!("    notification stream: received {received} of {bytes} bytes");
+    }
+    Ok(vec![
+        ("notify_mibs", mib(received) / secs),
+        ("notify_lossless", lossless),
+    ])
+}
+
+async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
+    let mut client = Client::connect_initialized(url).await?;
+    client.set_drop_output_notifications(true);
+    let id = "read-stream";
+    let command = head_command(bytes);
+    let started = Instant::now();
+    client
+        .call(
+            "process/start",
+            start_params(id, &["/bin/sh", "-c", &command]),
+        )
+        .await?;
+    let mut after_seq = 0u64;
+    let mut last_chunk_seq = 0u64;
+    let mut missing_seqs = 0u64;
+    let mut received = 0u64;
+    let mut reads = 0u64;
+    let mut scratch = Vec::with_capacity(1 << 20);
+    loop {
+        let reply = client
+            .call(
+                "process/read",
+                json!({"processId": id, "afterSeq": after_seq, "maxBytes": 4 << 20, "waitMs": 1000}),
+            )
+            .await?;
+        reads += 1;
+        let chunks = reply["chunks"].as_array().context("reply without chunks")?;
+        for chunk in chunks {
+            let seq = chunk["seq"].as_u64().context("chunk without seq")?;
+            if seq <= last_chunk_seq {
+                bail!("chunk seq {seq} not after {last_chunk_seq}");
+            }
+            missing_seqs += seq - last_chunk_seq - 1;
+            last_chunk_seq = seq;
+            received += decoded_len(&chunk["chunk"], &mut scratch)?;
+        }
+        let next_seq = reply["nextSeq"].as_u64().context("reply without nextSeq")?;
+        after_seq = next_seq.saturating_sub(1).max(after_seq);
+        let closed = reply["closed"].as_bool().unwrap_or(false);
+        if closed && chunks.is_empty() {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    // The exit event may take one sequence number between output chunks.
+    let lossless = received == bytes && missing_seqs <= 1;
+    if !lossless {
+        eprintln!(
+            "    process/read stream: received {received} of {bytes} bytes in {reads} reads, {missing_seqs} sequence numbers skipped"
+        );
+    }
+    Ok(vec![
+        ("read_mibs", mib(received) / secs),
+        ("read_lossless", if lossless { 1.0 } else { 0.0 }),
+        ("read_received_mib", mib(received)),
+    ])
+}

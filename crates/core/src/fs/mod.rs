@@ -1,0 +1,1 @@
+//! Local filesystem operations (filled in by the fs work).

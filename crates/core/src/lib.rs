@@ -1,0 +1,7 @@
+//! The executor: sessions, processes, filesystem and environment info.
+//!
+//! **Architecture invariant:** this crate knows nothing about sockets or JSON-RPC framing. It
+//! takes decoded params (protocol types where the shapes agree) and returns typed results and
+//! typed errors; the server crate turns those into replies.
+
+pub mod fs;

@@ -1,0 +1,434 @@
+//! `process/*` methods and notifications (spec §4).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bytes::Base64;
+use crate::fs::SandboxContext;
+use crate::PathUri;
+
+/// Attribution of a process to a thread and tool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecMetadata {
+    /// Must be a UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<uuid::Uuid>,
+    /// The tool call that started the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+/// Where the child's environment starts from when an `envPolicy` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvInherit {
+    /// The whole server environment.
+    All,
+    /// A small core set (`PATH`, `HOME`, `LANG`, ...).
+    Core,
+    /// Nothing.
+    None,
+}
+
+/// How the child environment is built (spec §4.7). All five fields are required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecEnvPolicy {
+    /// The starting set.
+    pub inherit: EnvInherit,
+    /// Keep names matching `*KEY*`, `*SECRET*`, `*TOKEN*`.
+    pub ignore_default_excludes: bool,
+    /// Case-insensitive glob patterns to drop.
+    pub exclude: Vec<String>,
+    /// Variables to set.
+    pub set: HashMap<String, String>,
+    /// When non-empty, keep only names matching one of these patterns.
+    pub include_only: Vec<String>,
+}
+
+/// A shell the executor caches state for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotShell {
+    /// Shell name.
+    pub name: String,
+    /// Shell path.
+    pub path: String,
+}
+
+/// Restore executor-cached shell state (`shellSnapshot`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShellSnapshotRequest {
+    /// The cache scope.
+    pub scope_id: String,
+    /// The shell.
+    pub shell: SnapshotShell,
+}
+
+/// Managed network settings of a sandboxed process.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedNetworkSandboxContext {
+    /// Loopback ports the process may reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loopback_ports: Option<Vec<u16>>,
+    /// Whether binding local ports is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_local_binding: Option<bool>,
+    /// Unix socket paths allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unix_sockets: Option<Vec<String>>,
+    /// Allow every Unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dangerously_allow_all_unix_sockets: Option<bool>,
+}
+
+/// Params of `process/start`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartParams {
+    /// Client-chosen id, unique within the session.
+    pub process_id: String,
+    /// Attribution only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ExecMetadata>,
+    /// Program and arguments; must not be empty.
+    pub argv: Vec<String>,
+    /// Absolute working directory.
+    pub cwd: PathUri,
+    /// Environment policy; absent means the environment is exactly `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_policy: Option<ExecEnvPolicy>,
+    /// Executor-cached shell state to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_snapshot: Option<ShellSnapshotRequest>,
+    /// Variables applied last (they win over the policy).
+    pub env: HashMap<String, String>,
+    /// Run under a pseudo-terminal.
+    pub tty: bool,
+    /// Keep stdin open as a pipe for a non-tty process.
+    #[serde(default)]
+    pub pipe_stdin: bool,
+    /// argv\[0\] as the child sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arg0: Option<String>,
+    /// Filesystem sandbox for the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxContext>,
+    /// Enforce the managed network.
+    #[serde(default)]
+    pub enforce_managed_network: bool,
+    /// Managed network settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_network: Option<ManagedNetworkSandboxContext>,
+    /// Launch a managed network proxy for the process (shape not pinned; kept raw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_proxy: Option<serde_json::Value>,
+}
+
+/// The sandbox a process runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SandboxType {
+    /// Unsandboxed.
+    None,
+    /// macOS Seatbelt.
+    MacosSeatbelt,
+    /// Linux namespaces + seccomp (+ Landlock).
+    LinuxSeccomp,
+    /// Windows restricted token.
+    WindowsRestrictedToken,
+    /// Windows MXC.
+    WindowsMxc,
+}
+
+/// Result of `process/start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartResult {
+    /// The caller's id.
+    pub process_id: String,
+    /// The sandbox applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_type: Option<SandboxType>,
+}
+
+/// An output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stream {
+    /// Standard output of a pipe process.
+    Stdout,
+    /// Standard error of a pipe process.
+    Stderr,
+    /// The single stream of a tty process.
+    Pty,
+}
+
+impl Stream {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+            Stream::Pty => "pty",
+        }
+    }
+}
+
+/// Params of `process/read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadParams {
+    /// The process.
+    pub process_id: String,
+    /// Return chunks with `seq > afterSeq` (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    /// Byte budget; whole chunks only, at least one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Long-poll for up to this many milliseconds when nothing is new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// One retained output chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputChunk {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its stream.
+    pub stream: Stream,
+    /// The bytes.
+    pub chunk: Base64,
+}
+
+/// Output the server no longer retains, reported instead of silently skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gap {
+    /// First evicted seq.
+    pub from_seq: u64,
+    /// Last evicted seq.
+    pub to_seq: u64,
+    /// Output bytes the evicted events held.
+    pub bytes: u64,
+}
+
+/// Result of `process/read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadResult {
+    /// Retained chunks after the cursor, ascending.
+    pub chunks: Vec<OutputChunk>,
+    /// The cursor to continue from (`afterSeq = nextSeq - 1`).
+    pub next_seq: u64,
+    /// The process has exited.
+    pub exited: bool,
+    /// Its exit code once known.
+    pub exit_code: Option<i32>,
+    /// Exited and every output stream reached EOF.
+    pub closed: bool,
+    /// A failure description (never set by this server so far).
+    pub failure: Option<String>,
+    /// The executor classified the failure as a sandbox denial.
+    #[serde(default)]
+    pub sandbox_denied: bool,
+    /// Extension: output between the cursor and the first chunk was evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Gap>,
+}
+
+/// Params of `process/write`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteParams {
+    /// The process.
+    pub process_id: String,
+    /// Bytes for stdin.
+    pub chunk: Base64,
+    /// Idempotency key: a repeated id is acknowledged but not written again.
+    pub write_id: String,
+}
+
+/// Outcome of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum WriteStatus {
+    /// Written (or a repeat of a written id).
+    Accepted,
+    /// No such process in this session.
+    UnknownProcess,
+    /// Stdin is not a pipe, or is gone.
+    StdinClosed,
+    /// The process is still starting.
+    Starting,
+}
+
+/// Result of `process/write`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The outcome.
+    pub status: WriteStatus,
+}
+
+/// A signal `process/signal` can deliver.
+///
+/// `interrupt` is upstream's only variant. The others are our extension. `kill` is not
+/// accepted (the wire contract pins it as invalid params); `process/terminate` kills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProcessSignal {
+    /// SIGINT.
+    Interrupt,
+    /// SIGTERM (extension).
+    Terminate,
+    /// SIGHUP (extension).
+    Hangup,
+    /// SIGQUIT (extension).
+    Quit,
+    /// SIGUSR1 (extension).
+    User1,
+    /// SIGUSR2 (extension).
+    User2,
+}
+
+/// Params of `process/signal`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignalParams {
+    /// The process.
+    pub process_id: String,
+    /// The signal.
+    pub signal: ProcessSignal,
+}
+
+/// Params of `process/terminate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminateParams {
+    /// The process.
+    pub process_id: String,
+}
+
+/// Result of `process/terminate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateResult {
+    /// The process was running and termination was requested.
+    pub running: bool,
+}
+
+/// Params of `process/resize` (our extension; PTY processes only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResizeParams {
+    /// The process.
+    pub process_id: String,
+    /// Terminal rows (1..=u16::MAX).
+    pub rows: u16,
+    /// Terminal columns (1..=u16::MAX).
+    pub cols: u16,
+}
+
+/// `process/output` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputNotification {
+    /// The process.
+    pub process_id: String,
+    /// The shared per-process sequence number.
+    pub seq: u64,
+    /// The stream.
+    pub stream: Stream,
+    /// The bytes.
+    pub chunk: Base64,
+}
+
+/// `process/exited` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitedNotification {
+    /// The process.
+    pub process_id: String,
+    /// The shared per-process sequence number.
+    pub seq: u64,
+    /// Exit status, or 128 + signal number.
+    pub exit_code: i32,
+    /// The failure was a sandbox denial.
+    #[serde(default)]
+    pub sandbox_denied: bool,
+}
+
+/// `process/closed` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClosedNotification {
+    /// The process.
+    pub process_id: String,
+    /// The shared per-process sequence number (the highest).
+    pub seq: u64,
+}
+
+crate::method!(
+    /// `process/start`.
+    Start,
+    "process/start",
+    StartParams,
+    StartResult
+);
+crate::method!(
+    /// `process/read`.
+    Read,
+    "process/read",
+    ReadParams,
+    ReadResult
+);
+crate::method!(
+    /// `process/write`.
+    Write,
+    "process/write",
+    WriteParams,
+    WriteResult
+);
+crate::method!(
+    /// `process/signal`.
+    Signal,
+    "process/signal",
+    SignalParams,
+    crate::Empty
+);
+crate::method!(
+    /// `process/terminate`.
+    Terminate,
+    "process/terminate",
+    TerminateParams,
+    TerminateResult
+);
+crate::method!(
+    /// `process/resize` (extension).
+    Resize,
+    "process/resize",
+    ResizeParams,
+    crate::Empty
+);
+crate::notification!(
+    /// `process/output`.
+    Output,
+    "process/output",
+    OutputNotification
+);
+crate::notification!(
+    /// `process/exited`.
+    Exited,
+    "process/exited",
+    ExitedNotification
+);
+crate::notification!(
+    /// `process/closed`.
+    Closed,
+    "process/closed",
+    ClosedNotification
+);
