@@ -253,6 +253,7 @@ async fn run_round(
             }
         }
         let started = std::time::Instant::now();
+        let cpu_before = server::own_cpu_secs();
         let outcome = tokio::time::timeout(
             measure.timeout,
             measures::run(measure.name, &server, config),
@@ -273,23 +274,20 @@ async fn run_round(
             }
             e
         });
-        match &outcome {
-            Ok(figures) => {
-                let text: Vec<String> =
-                    figures.iter().map(|(k, v)| format!("{k}={v:.1}")).collect();
-                eprintln!(
-                    "   {:<14} {:>6.1}s  {}",
-                    measure.name,
-                    started.elapsed().as_secs_f64(),
-                    text.join(" ")
-                );
-            }
-            Err(e) => eprintln!(
-                "   {:<14} {:>6.1}s  error: {e}",
-                measure.name,
-                started.elapsed().as_secs_f64()
-            ),
-        }
+        let wall = started.elapsed().as_secs_f64();
+        let client_cpu = server::own_cpu_secs() - cpu_before;
+        let summary = match &outcome {
+            Ok(figures) => figures
+                .iter()
+                .map(|(k, v)| format!("{k}={v:.1}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(e) => format!("error: {e}"),
+        };
+        eprintln!(
+            "   {:<14} {wall:>6.1}s (bench cpu {client_cpu:.1}s)  {summary}",
+            measure.name
+        );
         for figure in measure.figures {
             let value = match &outcome {
                 Ok(figures) => figures

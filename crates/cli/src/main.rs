@@ -1,1 +1,111 @@
-fn main() {}
+//! `exec-server`: the binary. Parses the command line, builds a `ServeConfig`, and serves over
+//! WebSocket or stdio until stopped.
+
+mod args;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use exec_server_server::{transport, ServerState};
+
+use crate::args::{Cli, Listen};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("exec-server: failed to start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return std::process::ExitCode::SUCCESS;
+            }
+            eprintln!("exec-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (listen, config) = cli.into_config()?;
+    let state = ServerState::new(config);
+    match listen {
+        Listen::Stdio => {
+            transport::stdio::serve(tokio::io::stdin(), tokio::io::stdout(), state.clone()).await;
+            state.sessions.shutdown_all();
+        }
+        Listen::Ws(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("failed to bind {addr}"))?;
+            let bound = listener
+                .local_addr()
+                .context("failed to read the bound address")?;
+            if !bound.ip().is_loopback() {
+                tracing::warn!(%bound, "listening on a non-loopback address without auth");
+            }
+            announce(&format!("ws://{bound}"))?;
+            tracing::info!(url = %format!("ws://{bound}"), "exec-server listening");
+            let st = state.clone();
+            transport::ws::serve(listener, st, shutdown_signal())
+                .await
+                .context("websocket server failed")?;
+            state.sessions.shutdown_all();
+        }
+    }
+    Ok(())
+}
+
+/// Prints the bound URL alone on the first line of stdout, as upstream does.
+#[allow(clippy::print_stdout)]
+fn announce(url: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{url}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// Keeps `Arc` in scope for the type of `state` above.
+#[allow(dead_code)]
+type State = Arc<ServerState>;

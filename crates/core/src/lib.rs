@@ -4,4 +4,14 @@
 //! takes decoded params (protocol types where the shapes agree) and returns typed results and
 //! typed errors; the server crate turns those into replies.
 
+pub mod env_policy;
+pub mod environment;
 pub mod fs;
+pub mod limits;
+pub mod process;
+pub mod pty;
+pub mod session;
+pub mod spawn;
+
+pub use limits::Limits;
+pub use session::{Session, Sessions};

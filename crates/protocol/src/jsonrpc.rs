@@ -190,17 +190,14 @@ pub fn decode(frame: &[u8]) -> Result<Incoming<'_>, DecodeError> {
                 Some(raw) => serde_json::from_str::<Option<TraceContext>>(raw.get())
                     .map_err(|e| DecodeError(e.to_string()))?,
             };
-                        Ok(Incoming::Request {
+            Ok(Incoming::Request {
                 id,
                 method,
                 params,
                 trace,
             })
         }
-        (None, Some(method)) => Ok(Incoming::Notification {
-            method,
-            params,
-        }),
+        (None, Some(method)) => Ok(Incoming::Notification { method, params }),
         (Some(_), None) if env.result.is_some() || env.error.is_some() => Ok(Incoming::Response),
         _ => Err(DecodeError(
             "data did not match any variant of untagged enum JSONRPCMessage".into(),
@@ -298,7 +295,10 @@ mod tests {
         assert_eq!(id.to_string(), "\"1\"");
         assert_eq!(p, None);
         let (id, _, _) = req(r#"{"id":9007199254740993,"method":"a"}"#);
-        assert_eq!(encode_result(&id, &()), r#"{"id":9007199254740993,"result":null}"#);
+        assert_eq!(
+            encode_result(&id, &()),
+            r#"{"id":9007199254740993,"result":null}"#
+        );
     }
 
     #[test]

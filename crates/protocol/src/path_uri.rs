@@ -90,7 +90,11 @@ impl PathUri {
         if self.0.host_str().is_some_and(|h| !h.is_empty()) {
             return Err(foreign());
         }
-        let segments: Vec<&str> = self.0.path_segments().map(|s| s.collect()).unwrap_or_default();
+        let segments: Vec<&str> = self
+            .0
+            .path_segments()
+            .map(|s| s.collect())
+            .unwrap_or_default();
         if let Some(first) = segments.first() {
             let decoded: Vec<u8> = percent_decode(first);
             if decoded.len() == 2 && decoded[0].is_ascii_alphabetic() && decoded[1] == b':' {
@@ -168,11 +172,23 @@ mod tests {
 
     #[test]
     fn accepts_the_forms_upstream_accepts() {
-        assert_eq!(path("file:///tmp/a.txt").unwrap(), PathBuf::from("/tmp/a.txt"));
-        assert_eq!(path("FILE:///tmp/a.txt").unwrap(), PathBuf::from("/tmp/a.txt"));
-        assert_eq!(path("file://localhost/tmp/a").unwrap(), PathBuf::from("/tmp/a"));
+        assert_eq!(
+            path("file:///tmp/a.txt").unwrap(),
+            PathBuf::from("/tmp/a.txt")
+        );
+        assert_eq!(
+            path("FILE:///tmp/a.txt").unwrap(),
+            PathBuf::from("/tmp/a.txt")
+        );
+        assert_eq!(
+            path("file://localhost/tmp/a").unwrap(),
+            PathBuf::from("/tmp/a")
+        );
         assert_eq!(path("file:").unwrap(), PathBuf::from("/"));
-        assert_eq!(path("file:///tmp/x/../x/./a").unwrap(), PathBuf::from("/tmp/x/a"));
+        assert_eq!(
+            path("file:///tmp/x/../x/./a").unwrap(),
+            PathBuf::from("/tmp/x/a")
+        );
         assert_eq!(path("file:///tmp/a/").unwrap(), PathBuf::from("/tmp/a"));
         assert_eq!(
             path("file:///tmp/sp%20ace%23x/f%251.txt").unwrap(),

@@ -1,1 +1,52 @@
-//! placeholder
+//! The JSON-RPC connection engine and its transports (WebSocket via axum, stdio, in-memory).
+//!
+//! Every transport only moves whole messages; one transport-agnostic [`connection`] engine
+//! decodes them, enforces the lifecycle, runs requests concurrently (bounded), and writes
+//! replies and process notifications through one writer task.
+//!
+//! **Architecture invariants:** nothing protocol-specific lives in `transport`; handlers are
+//! thin (decode, call core, encode); error codes are chosen in `rpc_error` only.
+
+pub mod config;
+pub mod connection;
+mod dispatch;
+mod encode;
+mod handlers;
+mod rpc_error;
+pub mod transport;
+
+use std::sync::Arc;
+
+use exec_server_core::Sessions;
+use exec_server_protocol::environment::EnvironmentInfo;
+
+pub use config::ServeConfig;
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The sessions.
+    pub sessions: Arc<Sessions>,
+    /// The environment, detected once.
+    pub environment: EnvironmentInfo,
+    /// The configuration.
+    pub config: ServeConfig,
+    next_connection: std::sync::atomic::AtomicU64,
+}
+
+impl ServerState {
+    /// Builds the shared state from a configuration.
+    pub fn new(config: ServeConfig) -> Arc<Self> {
+        Arc::new(ServerState {
+            sessions: Sessions::new(config.limits.clone()),
+            environment: exec_server_core::environment::detect(),
+            config,
+            next_connection: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}

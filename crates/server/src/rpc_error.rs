@@ -40,3 +40,68 @@ impl From<exec_server_protocol::PathUriError> for RpcError {
         RpcError::new(e.code(), e.to_string())
     }
 }
+
+/// The fs rule of spec §1.5: an OS error's kind picks the code (`NotFound` → `-32004`,
+/// `InvalidInput`/`PermissionDenied` → `-32600`, anything else → `-32603`) and its display
+/// text is the message; the protocol's own failures carry their spec text.
+pub(crate) fn fs_error(e: exec_server_core::fs::FsError) -> RpcError {
+    use exec_server_core::fs::FsError;
+    use std::io::ErrorKind;
+    let code = match &e {
+        FsError::Io(io) => match io.kind() {
+            ErrorKind::NotFound => codes::NOT_FOUND,
+            ErrorKind::InvalidInput | ErrorKind::PermissionDenied => codes::INVALID_REQUEST,
+            _ => codes::INTERNAL_ERROR,
+        },
+        FsError::UnknownHandle(_) => codes::NOT_FOUND,
+        FsError::SandboxNeedsCwd => codes::INVALID_PARAMS,
+        FsError::NotAFile(_)
+        | FsError::CopyNeedsRecursive
+        | FsError::CopyIntoItself
+        | FsError::SymlinkInPath
+        | FsError::FileTooLarge { .. }
+        | FsError::WalkLimits
+        | FsError::HandleExists(_)
+        | FsError::TooManyHandles
+        | FsError::HandleIdEmpty
+        | FsError::HandleIdTooLong
+        | FsError::ReadBlockLength
+        | FsError::WriteBlockLength => codes::INVALID_REQUEST,
+        _ => codes::INTERNAL_ERROR,
+    };
+    RpcError::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod fs_error_tests {
+    use super::*;
+    use exec_server_core::fs::FsError;
+
+    fn code(e: FsError) -> (i64, String) {
+        let r = fs_error(e);
+        (r.0.code, r.0.message)
+    }
+
+    #[test]
+    fn os_errors_map_by_kind() {
+        let os = |n| FsError::Io(std::io::Error::from_raw_os_error(n));
+        assert_eq!(
+            code(os(2)),
+            (-32004, "No such file or directory (os error 2)".into())
+        );
+        assert_eq!(code(os(13)).0, -32600);
+        assert_eq!(code(os(30)).0, -32603);
+        assert_eq!(code(os(17)).0, -32603);
+    }
+
+    #[test]
+    fn protocol_failures_have_their_codes() {
+        assert_eq!(
+            code(FsError::UnknownHandle("h".into())),
+            (-32004, "unknown file handle `h`".into())
+        );
+        assert_eq!(code(FsError::TooManyHandles).0, -32600);
+        assert_eq!(code(FsError::SandboxNeedsCwd).0, -32602);
+        assert_eq!(code(FsError::SandboxUnavailable("x".into())).0, -32603);
+    }
+}

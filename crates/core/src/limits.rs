@@ -1,0 +1,38 @@
+//! Bounds and timings of the executor, with their defaults. Every bound is documented in
+//! docs/protocol.md ("Limits").
+
+use std::time::Duration;
+
+/// Tunable limits shared by sessions and processes.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a detached session stays resumable (upstream: 80 s).
+    pub session_ttl: Duration,
+    /// How long a closed process stays readable and its id taken (upstream: 80 s).
+    pub closed_retention: Duration,
+    /// Delivered output retained per process for replay; also the bound of the undelivered
+    /// backlog at which the server stops draining the child's pipes.
+    pub retention_bytes: usize,
+    /// Largest output chunk read from a child at once.
+    pub read_chunk_bytes: usize,
+    /// `writeId`s remembered per process (oldest forgotten first).
+    pub max_write_ids: usize,
+    /// Processes (running or retained) per session.
+    pub max_processes_per_session: usize,
+    /// Sessions (attached or detached) per server.
+    pub max_sessions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            session_ttl: Duration::from_secs(80),
+            closed_retention: Duration::from_secs(80),
+            retention_bytes: 16 << 20,
+            read_chunk_bytes: 256 << 10,
+            max_write_ids: 16_384,
+            max_processes_per_session: 4096,
+            max_sessions: 4096,
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The per-process event log: one buffer that feeds both notifications and `process/read`.
+//!
+//! Every output chunk, the exit and the close take the next sequence number. Output is never
+//! dropped before it has been delivered (pushed to a live connection or returned by a read):
+//! eviction only takes delivered events from the front, and the readers of the child's pipes
+//! stop reading while the undelivered backlog is at its bound. Delivered output stays
+//! replayable until the retained bytes exceed the retention bound; a cursor older than what is
+//! retained gets an explicit [`Gap`].
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use exec_server_protocol::process::{Gap, Stream};
+
+/// How many evicted positions are remembered to size gaps exactly.
+const EVICTION_INDEX: usize = 4096;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// A chunk of output.
+    Output {
+        /// Its stream.
+        stream: Stream,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// The direct child exited.
+    Exited {
+        /// Exit status or 128 + signal.
+        code: i32,
+    },
+    /// Exited and every output stream reached EOF; the last event.
+    Closed,
+}
+
+/// One event with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The per-process sequence number (from 1).
+    pub seq: u64,
+    /// Output bytes of this process before this event.
+    pub offset: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+impl Event {
+    fn len(&self) -> usize {
+        match &self.kind {
+            EventKind::Output { data, .. } => data.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The result of a read from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    /// Output chunks after the cursor: `(seq, stream, bytes)`.
+    pub chunks: Vec<(u64, Stream, Bytes)>,
+    /// Where the next read continues.
+    pub next_seq: u64,
+    /// Evicted output between the cursor and the first chunk.
+    pub gap: Option<Gap>,
+}
+
+/// The event log of one process.
+#[derive(Debug)]
+pub struct EventLog {
+    events: VecDeque<Event>,
+    /// Seq of `events[0]`, or `next_seq` when empty.
+    first_seq: u64,
+    next_seq: u64,
+    /// Output bytes ever appended.
+    total_bytes: u64,
+    retained_bytes: usize,
+    undelivered_bytes: usize,
+    delivered: u64,
+    retention: usize,
+    /// `(seq, offset)` of recently evicted events, oldest first.
+    evicted: VecDeque<(u64, u64)>,
+}
+
+impl EventLog {
+    /// An empty log retaining about `retention` bytes of delivered output.
+    pub fn new(retention: usize) -> Self {
+        EventLog {
+            events: VecDeque::new(),
+            first_seq: 1,
+            next_seq: 1,
+            total_bytes: 0,
+            retained_bytes: 0,
+            undelivered_bytes: 0,
+            delivered: 0,
+            retention,
+            evicted: VecDeque::new(),
+        }
+    }
+
+    /// Appends an event and returns its seq.
+    pub fn push(&mut self, kind: EventKind) -> u64 {
+        let seq = self.next_seq;
+        let ev = Event {
+            seq,
+            offset: self.total_bytes,
+            kind,
+        };
+        let len = ev.len();
+        self.total_bytes += len as u64;
+        self.retained_bytes += len;
+        self.undelivered_bytes += len;
+        if self.events.is_empty() {
+            self.first_seq = seq;
+        }
+        self.events.push_back(ev);
+        self.next_seq += 1;
+        self.evict();
+        seq
+    }
+
+    /// The next unallocated seq.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Output bytes not yet delivered anywhere.
+    pub fn undelivered_bytes(&self) -> usize {
+        self.undelivered_bytes
+    }
+
+    /// Output bytes retained.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained_bytes
+    }
+
+    /// The retained seq range, `None` when nothing is retained.
+    pub fn retained_range(&self) -> Option<(u64, u64)> {
+        self.events.back().map(|b| (self.first_seq, b.seq))
+    }
+
+    /// Records that every event up to `seq` has been delivered.
+    pub fn mark_delivered(&mut self, seq: u64) {
+        if seq <= self.delivered {
+            return;
+        }
+        let start = self.delivered.max(self.first_seq.saturating_sub(1));
+        for s in (start + 1)..=seq.min(self.next_seq - 1) {
+            if let Some(ev) = self.get(s) {
+                self.undelivered_bytes -= ev.len();
+            }
+        }
+        self.delivered = seq.min(self.next_seq - 1);
+        self.evict();
+    }
+
+    fn get(&self, seq: u64) -> Option<&Event> {
+        seq.checked_sub(self.first_seq)
+            .and_then(|i| self.events.get(i as usize))
+    }
+
+    fn evict(&mut self) {
+        while self.retained_bytes > self.retention {
+            match self.events.front() {
+                Some(front) if front.seq <= self.delivered => {}
+                _ => break,
+            }
+            if let Some(ev) = self.events.pop_front() {
+                self.retained_bytes -= ev.len();
+                self.first_seq = ev.seq + 1;
+                if self.evicted.len() == EVICTION_INDEX {
+                    self.evicted.pop_front();
+                }
+                self.evicted.push_back((ev.seq, ev.offset));
+            }
+        }
+        if self.events.is_empty() {
+            self.first_seq = self.next_seq;
+        }
+    }
+
+    /// Output bytes of the process before `seq`. For a seq evicted longer ago than the
+    /// eviction index remembers, the oldest remembered position is used, so the gap's byte
+    /// count is then a lower bound.
+    fn offset_before(&self, seq: u64) -> u64 {
+        if seq <= 1 {
+            return 0;
+        }
+        if let Some(ev) = self.get(seq) {
+            return ev.offset;
+        }
+        let idx = self.evicted.partition_point(|&(s, _)| s < seq);
+        self.evicted
+            .get(idx)
+            .map(|&(_, off)| off)
+            .unwrap_or(self.total_bytes)
+    }
+
+    /// Events with `seq > after`, at most `limit` of them, for the notification pump.
+    pub fn events_after(&self, after: u64, limit: usize) -> Vec<Event> {
+        let start = (after + 1).max(self.first_seq);
+        let skip = (start - self.first_seq) as usize;
+        self.events.iter().skip(skip).take(limit).cloned().collect()
+    }
+
+    /// A `process/read`: output chunks with `seq > after`, whole chunks only, at least one,
+    /// stopping before the total would exceed `max_bytes`.
+    pub fn read(&self, after: u64, max_bytes: Option<u64>) -> LogRead {
+        let start = (after + 1).max(self.first_seq);
+        let gap = if after + 1 < self.first_seq {
+            let from = after + 1;
+            let to = self.first_seq - 1;
+            let first_offset = self
+                .events
+                .front()
+                .map(|e| e.offset)
+                .unwrap_or(self.total_bytes);
+            let bytes = first_offset.saturating_sub(self.offset_before(from).min(first_offset));
+            Some(Gap {
+                from_seq: from,
+                to_seq: to,
+                bytes,
+            })
+        } else {
+            None
+        };
+        let mut chunks = Vec::new();
+        let mut total: u64 = 0;
+        let mut cut_at = None;
+        let skip = (start - self.first_seq) as usize;
+        for ev in self.events.iter().skip(skip) {
+            if let EventKind::Output { stream, data } = &ev.kind {
+                let n = data.len() as u64;
+                if let Some(max) = max_bytes {
+                    if !chunks.is_empty() && total + n > max {
+                        cut_at = Some(ev.seq);
+                        break;
+                    }
+                }
+                chunks.push((ev.seq, *stream, data.clone()));
+                total += n;
+                if let Some(max) = max_bytes {
+                    if total >= max {
+                        cut_at = Some(ev.seq + 1);
+                        break;
+                    }
+                }
+            }
+        }
+        let next_seq = match cut_at {
+            // Cut short by the budget: continue after the last returned chunk.
+            Some(_) => chunks.last().map(|c| c.0 + 1).unwrap_or(self.next_seq),
+            None => self.next_seq,
+        };
+        LogRead {
+            chunks,
+            next_seq,
+            gap,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(s: &str) -> EventKind {
+        EventKind::Output {
+            stream: Stream::Stdout,
+            data: Bytes::copy_from_slice(s.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn seqs_are_shared_and_next_seq_counts_terminal_events() {
+        let mut log = EventLog::new(1 << 20);
+        assert_eq!(log.push(out("a")), 1);
+        assert_eq!(log.push(out("b")), 2);
+        assert_eq!(log.push(EventKind::Exited { code: 0 }), 3);
+        assert_eq!(log.push(EventKind::Closed), 4);
+        let r = log.read(0, None);
+        assert_eq!(r.chunks.len(), 2);
+        assert_eq!(r.next_seq, 5);
+        let r = log.read(0, Some(1));
+        assert_eq!(r.chunks.len(), 1);
+        assert_eq!(r.next_seq, 2);
+    }
+
+    #[test]
+    fn budget_takes_whole_chunks_greedily() {
+        let mut log = EventLog::new(1 << 20);
+        for _ in 0..4 {
+            log.push(out("abcd"));
+        }
+        assert_eq!(log.read(0, Some(8)).chunks.len(), 2);
+        assert_eq!(log.read(0, Some(11)).chunks.len(), 2);
+        assert_eq!(log.read(0, Some(12)).chunks.len(), 3);
+        assert_eq!(log.read(0, Some(3)).chunks.len(), 1);
+        assert_eq!(log.read(2, Some(100)).chunks.len(), 2);
+    }
+
+    #[test]
+    fn undelivered_output_is_never_evicted() {
+        let mut log = EventLog::new(4);
+        log.push(out("aaaa"));
+        log.push(out("bbbb"));
+        log.push(out("cccc"));
+        assert_eq!(log.undelivered_bytes(), 12);
+        assert_eq!(log.read(0, None).chunks.len(), 3);
+        log.mark_delivered(2);
+        assert_eq!(log.undelivered_bytes(), 4);
+        // Only the newest 4 bytes fit: seqs 1 and 2 go, with a gap that says so.
+        let r = log.read(0, None);
+        assert_eq!(r.chunks.len(), 1);
+        assert_eq!(
+            r.gap,
+            Some(Gap {
+                from_seq: 1,
+                to_seq: 2,
+                bytes: 8
+            })
+        );
+        let r = log.read(1, None);
+        assert_eq!(r.gap.map(|g| g.bytes), Some(4));
+        assert_eq!(log.read(2, None).gap, None);
+    }
+
+    #[test]
+    fn pump_sees_every_event_in_order() {
+        let mut log = EventLog::new(1 << 20);
+        log.push(out("x"));
+        log.push(EventKind::Exited { code: 1 });
+        let evs = log.events_after(0, 10);
+        assert_eq!(evs.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(log.events_after(2, 10).is_empty());
+    }
+}

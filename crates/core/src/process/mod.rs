@@ -1,0 +1,508 @@
+//! A managed child process: its event log, the tasks that drain its output and reap it, its
+//! stdin, signals and termination.
+
+mod log;
+mod stdin;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use exec_server_protocol::process::{ProcessSignal, Stream, WriteStatus};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+pub use self::log::{Event, EventKind, EventLog, LogRead};
+pub use self::stdin::StdinTicket;
+use crate::limits::Limits;
+use crate::pty::PtyMaster;
+use crate::spawn::{self, ChildIo, Spawned};
+
+/// An event of a process on its way to the attached connection.
+#[derive(Debug, Clone)]
+pub struct ProcessEvent {
+    /// The process id the client chose.
+    pub process_id: Arc<str>,
+    /// The event.
+    pub event: Event,
+}
+
+/// Where a session's notifications go: the attached connection's bounded event queue.
+pub type EventSender = tokio::sync::mpsc::Sender<ProcessEvent>;
+
+/// The state behind the process lock.
+#[derive(Debug)]
+struct State {
+    log: EventLog,
+    exit_code: Option<i32>,
+    open_streams: u8,
+    closed: bool,
+    closed_at: Option<Instant>,
+    removed: bool,
+    write_ids: HashSet<String>,
+    write_id_order: VecDeque<String>,
+}
+
+/// What a read returns besides the log's chunks.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    /// Chunks, cursor and gap.
+    pub log: LogRead,
+    /// The process exited.
+    pub exited: bool,
+    /// Its exit code.
+    pub exit_code: Option<i32>,
+    /// Exited and all streams at EOF.
+    pub closed: bool,
+}
+
+/// Where stdin goes.
+#[derive(Debug)]
+enum StdinKind {
+    None,
+    Pipe(tokio::sync::Mutex<Option<tokio::process::ChildStdin>>),
+    Pty,
+}
+
+/// A process of a session.
+#[derive(Debug)]
+pub struct Process {
+    id: Arc<str>,
+    argv: Vec<String>,
+    pid: i32,
+    tty: bool,
+    started_at: std::time::SystemTime,
+    state: Mutex<State>,
+    /// Bumped on every appended event.
+    changed: watch::Sender<u64>,
+    /// Bumped whenever delivery frees backlog.
+    space: watch::Sender<u64>,
+    stdin: StdinKind,
+    stdin_order: stdin::Order,
+    pty: Option<Arc<PtyMaster>>,
+    limits: Arc<Limits>,
+}
+
+impl Process {
+    /// Wraps a spawned child and starts its tasks: one reader per output stream, the reaper
+    /// and the notification pump feeding whatever connection `sink` names.
+    pub fn start(
+        id: &str,
+        argv: Vec<String>,
+        spawned: Spawned,
+        limits: Arc<Limits>,
+        sink: watch::Receiver<Option<EventSender>>,
+    ) -> Arc<Process> {
+        let Spawned { child, pid, io } = spawned;
+        let tty = matches!(io, ChildIo::Pty(_));
+        let (stdin, pty, readers) = match io {
+            ChildIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let kind = match stdin {
+                    Some(s) => StdinKind::Pipe(tokio::sync::Mutex::new(Some(s))),
+                    None => StdinKind::None,
+                };
+                (kind, None, Readers::Pipes(stdout, stderr))
+            }
+            ChildIo::Pty(master) => {
+                let master = Arc::new(master);
+                (StdinKind::Pty, Some(master.clone()), Readers::Pty(master))
+            }
+        };
+        let proc = Arc::new(Process {
+            id: Arc::from(id),
+            argv,
+            pid,
+            tty,
+            started_at: std::time::SystemTime::now(),
+            state: Mutex::new(State {
+                log: EventLog::new(limits.retention_bytes),
+                exit_code: None,
+                open_streams: if tty { 1 } else { 2 },
+                closed: false,
+                closed_at: None,
+                removed: false,
+                write_ids: HashSet::new(),
+                write_id_order: VecDeque::new(),
+            }),
+            changed: watch::channel(0).0,
+            space: watch::channel(0).0,
+            stdin,
+            stdin_order: stdin::Order::default(),
+            pty,
+            limits,
+        });
+        match readers {
+            Readers::Pipes(out, err) => {
+                tokio::spawn(read_stream(proc.clone(), out, Stream::Stdout));
+                tokio::spawn(read_stream(proc.clone(), err, Stream::Stderr));
+            }
+            Readers::Pty(master) => {
+                tokio::spawn(read_pty(proc.clone(), master));
+            }
+        }
+        tokio::spawn(reap(proc.clone(), child));
+        tokio::spawn(pump(proc.clone(), sink));
+        proc
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself stays consistent
+        // because every critical section is short and panic-free.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The client's id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The OS pid (also the process group and session id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Started with a PTY.
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// The argv it was started with.
+    pub fn argv(&self) -> &[String] {
+        &self.argv
+    }
+
+    /// When it was started.
+    pub fn started_at(&self) -> std::time::SystemTime {
+        self.started_at
+    }
+
+    /// The exit code once the child exited.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.lock().exit_code
+    }
+
+    /// Exited and every stream reached EOF.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// When the process closed.
+    pub fn closed_at(&self) -> Option<Instant> {
+        self.lock().closed_at
+    }
+
+    /// The last allocated seq and the retained seq range.
+    pub fn seq_info(&self) -> (u64, Option<(u64, u64)>) {
+        let st = self.lock();
+        (st.log.next_seq() - 1, st.log.retained_range())
+    }
+
+    fn push(&self, st: &mut State, kind: EventKind) {
+        st.log.push(kind);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Reads retained output after `after`; with `wait`, long-polls until there is something
+    /// new (output, or an exit the cursor has not passed, or close).
+    pub async fn read(&self, after: u64, max_bytes: Option<u64>, wait: Duration) -> ReadOutcome {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let outcome = {
+                let mut st = self.lock();
+                let log = st.log.read(after, max_bytes);
+                if let Some(last) = log.chunks.last() {
+                    st.log.mark_delivered(last.0);
+                }
+                ReadOutcome {
+                    exited: st.exit_code.is_some(),
+                    exit_code: st.exit_code,
+                    closed: st.closed,
+                    log,
+                }
+            };
+            let news = !outcome.log.chunks.is_empty()
+                || outcome.closed
+                || (outcome.exited && after < outcome.log.next_seq.saturating_sub(1))
+                || outcome.log.gap.is_some();
+            if news || wait.is_zero() {
+                self.space.send_modify(|v| *v += 1);
+                return outcome;
+            }
+            match tokio::time::timeout_at(deadline, changed.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return outcome,
+            }
+        }
+    }
+
+    /// Takes the next place in this process's stdin order. Tickets are taken in request
+    /// arrival order and writes take effect in ticket order.
+    pub fn stdin_ticket(self: &Arc<Self>) -> StdinTicket {
+        StdinTicket::new(self.clone())
+    }
+
+    /// Writes to stdin unless `write_id` was accepted before. Called in ticket order.
+    async fn write_in_order(&self, write_id: String, data: Vec<u8>) -> WriteStatus {
+        {
+            let st = self.lock();
+            if st.write_ids.contains(&write_id) {
+                return WriteStatus::Accepted;
+            }
+            if st.exit_code.is_some() {
+                return WriteStatus::StdinClosed;
+            }
+        }
+        let ok = match &self.stdin {
+            StdinKind::None => return WriteStatus::StdinClosed,
+            StdinKind::Pipe(pipe) => {
+                use tokio::io::AsyncWriteExt;
+                let mut guard = pipe.lock().await;
+                match guard.as_mut() {
+                    None => false,
+                    Some(w) => {
+                        let ok = w.write_all(&data).await.is_ok() && w.flush().await.is_ok();
+                        if !ok {
+                            *guard = None;
+                        }
+                        ok
+                    }
+                }
+            }
+            StdinKind::Pty => match &self.pty {
+                Some(m) => m.write_all(&data).await.is_ok(),
+                None => false,
+            },
+        };
+        if !ok {
+            return WriteStatus::StdinClosed;
+        }
+        let mut st = self.lock();
+        if st.write_ids.insert(write_id.clone()) {
+            st.write_id_order.push_back(write_id);
+            if st.write_id_order.len() > self.limits.max_write_ids {
+                if let Some(old) = st.write_id_order.pop_front() {
+                    st.write_ids.remove(&old);
+                }
+            }
+        }
+        WriteStatus::Accepted
+    }
+
+    /// Delivers a signal to the process group while the child runs. Returns whether it ran.
+    pub fn signal(&self, signal: ProcessSignal) -> bool {
+        use nix::sys::signal::Signal;
+        let sig = match signal {
+            ProcessSignal::Interrupt => Signal::SIGINT,
+            ProcessSignal::Terminate => Signal::SIGTERM,
+            ProcessSignal::Hangup => Signal::SIGHUP,
+            ProcessSignal::Quit => Signal::SIGQUIT,
+            ProcessSignal::User1 => Signal::SIGUSR1,
+            ProcessSignal::User2 => Signal::SIGUSR2,
+        };
+        if self.exit_code().is_some() || self.pid <= 0 {
+            return false;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = nix::sys::signal::killpg(pid, sig).or_else(|_| nix::sys::signal::kill(pid, sig));
+        true
+    }
+
+    /// Kills the whole tree with SIGKILL. Returns whether the child was still running.
+    pub fn terminate(&self) -> bool {
+        if self.exit_code().is_some() {
+            return false;
+        }
+        spawn::kill_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
+        true
+    }
+
+    /// Kills the tree (if running) and marks the process removed so its pump stops.
+    pub fn shutdown(&self) {
+        if self.exit_code().is_none() {
+            spawn::kill_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let mut st = self.lock();
+        st.removed = true;
+        drop(st);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Resizes the PTY. Fails for a pipe process.
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), std::io::Error> {
+        match &self.pty {
+            Some(m) => m.resize(rows, cols),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("process {} is not a tty process", self.id),
+            )),
+        }
+    }
+
+    /// Waits until the undelivered backlog is below its bound.
+    async fn wait_for_space(&self) {
+        let mut space = self.space.subscribe();
+        loop {
+            space.borrow_and_update();
+            {
+                let st = self.lock();
+                if st.log.undelivered_bytes() < self.limits.retention_bytes || st.removed {
+                    return;
+                }
+            }
+            if space.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn append_output(&self, stream: Stream, data: bytes::Bytes) {
+        let mut st = self.lock();
+        self.push(&mut st, EventKind::Output { stream, data });
+    }
+
+    fn stream_ended(&self) {
+        let mut st = self.lock();
+        st.open_streams = st.open_streams.saturating_sub(1);
+        self.maybe_close(&mut st);
+    }
+
+    fn exited(&self, code: i32) {
+        let mut st = self.lock();
+        st.exit_code = Some(code);
+        self.push(&mut st, EventKind::Exited { code });
+        self.maybe_close(&mut st);
+    }
+
+    fn maybe_close(&self, st: &mut State) {
+        if st.open_streams == 0 && st.exit_code.is_some() && !st.closed {
+            st.closed = true;
+            st.closed_at = Some(Instant::now());
+            self.push(st, EventKind::Closed);
+        }
+    }
+
+    fn mark_pushed(&self, seq: u64) {
+        self.lock().log.mark_delivered(seq);
+        self.space.send_modify(|v| *v += 1);
+    }
+}
+
+enum Readers {
+    Pipes(tokio::process::ChildStdout, tokio::process::ChildStderr),
+    Pty(Arc<PtyMaster>),
+}
+
+async fn read_stream<R: AsyncRead + Unpin>(proc: Arc<Process>, mut reader: R, stream: Stream) {
+    let chunk = proc.limits.read_chunk_bytes;
+    let mut buf = BytesMut::with_capacity(chunk);
+    loop {
+        proc.wait_for_space().await;
+        if buf.capacity() - buf.len() < chunk / 4 {
+            buf.reserve(chunk);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => proc.append_output(stream, buf.split().freeze()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(process = %proc.id, %e, "output read failed");
+                break;
+            }
+        }
+    }
+    proc.stream_ended();
+}
+
+async fn read_pty(proc: Arc<Process>, master: Arc<PtyMaster>) {
+    let mut buf = vec![0u8; proc.limits.read_chunk_bytes.min(64 << 10)];
+    loop {
+        proc.wait_for_space().await;
+        match master.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => proc.append_output(Stream::Pty, bytes::Bytes::copy_from_slice(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(process = %proc.id, %e, "pty read failed");
+                break;
+            }
+        }
+    }
+    proc.stream_ended();
+}
+
+async fn reap(proc: Arc<Process>, mut child: tokio::process::Child) {
+    let code = match child.wait().await {
+        Ok(status) => spawn::exit_code(status),
+        Err(e) => {
+            tracing::warn!(process = %proc.id, %e, "waiting for the child failed");
+            -1
+        }
+    };
+    proc.exited(code);
+}
+
+/// Pushes the process's events, in seq order, to whichever connection is attached. Events
+/// produced while no connection is attached are pushed to the next one.
+async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>) {
+    const BATCH: usize = 64;
+    let mut pushed: u64 = 0;
+    let mut changed = proc.changed.subscribe();
+    loop {
+        let tx = sink.borrow_and_update().clone();
+        changed.borrow_and_update();
+        let (batch, done) = {
+            let st = proc.lock();
+            let batch = st.log.events_after(pushed, BATCH);
+            let done =
+                st.removed || (st.closed && batch.is_empty() && pushed + 1 >= st.log.next_seq());
+            (batch, done)
+        };
+        if done {
+            return;
+        }
+        let Some(tx) = tx else {
+            if sink.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                r = sink.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
+        for event in batch {
+            let seq = event.seq;
+            let ev = ProcessEvent {
+                process_id: proc.id.clone(),
+                event,
+            };
+            let sent = tokio::select! {
+                r = tx.send(ev) => r.is_ok(),
+                _ = sink.changed() => false,
+            };
+            if !sent {
+                // The connection went away or was replaced: start over with the new one.
+                break;
+            }
+            pushed = seq;
+            proc.mark_pushed(seq);
+        }
+    }
+}
+
+impl Process {
+    /// A receiver that changes whenever an event is appended.
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

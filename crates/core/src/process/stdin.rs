@@ -1,0 +1,101 @@
+//! Ordering of stdin writes: tickets are taken in request arrival order (by the connection's
+//! reader, before the request runs concurrently) and writes take effect in ticket order. A
+//! ticket dropped without writing gives its turn away, so a cancelled request never wedges the
+//! writes behind it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use exec_server_protocol::process::WriteStatus;
+use tokio::sync::watch;
+
+use super::Process;
+
+/// The turn state of one process's stdin.
+#[derive(Debug)]
+pub(super) struct Order {
+    inner: Mutex<OrderState>,
+    turn: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct OrderState {
+    next_ticket: u64,
+    turn: u64,
+    finished: BTreeSet<u64>,
+}
+
+impl Default for Order {
+    fn default() -> Self {
+        Order {
+            inner: Mutex::new(OrderState::default()),
+            turn: watch::channel(0).0,
+        }
+    }
+}
+
+impl Order {
+    fn take(&self) -> u64 {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let n = st.next_ticket;
+        st.next_ticket += 1;
+        n
+    }
+
+    fn finish(&self, n: u64) {
+        let mut st = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        st.finished.insert(n);
+        let mut advanced = false;
+        loop {
+            let turn = st.turn;
+            if !st.finished.remove(&turn) {
+                break;
+            }
+            st.turn += 1;
+            advanced = true;
+        }
+        if advanced {
+            let turn = st.turn;
+            self.turn.send_replace(turn);
+        }
+    }
+
+    async fn wait_turn(&self, n: u64) {
+        let mut rx = self.turn.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= n {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A place in a process's stdin order.
+#[derive(Debug)]
+pub struct StdinTicket {
+    proc: Arc<Process>,
+    n: u64,
+}
+
+impl StdinTicket {
+    pub(super) fn new(proc: Arc<Process>) -> Self {
+        let n = proc.stdin_order.take();
+        StdinTicket { proc, n }
+    }
+
+    /// Waits for this ticket's turn, then writes (unless `write_id` was accepted before).
+    pub async fn write(self, write_id: String, data: Vec<u8>) -> WriteStatus {
+        self.proc.stdin_order.wait_turn(self.n).await;
+        self.proc.write_in_order(write_id, data).await
+        // `self` drops here and passes the turn on.
+    }
+}
+
+impl Drop for StdinTicket {
+    fn drop(&mut self) {
+        self.proc.stdin_order.finish(self.n);
+    }
+}

@@ -1,0 +1,314 @@
+//! Sessions: they own the process table, survive a disconnect (detached) for a TTL, and can be
+//! resumed by a new connection with `resumeSessionId`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use exec_server_protocol::process::StartParams;
+use tokio::sync::watch;
+
+use crate::env_policy;
+use crate::limits::Limits;
+use crate::process::{EventSender, Process};
+use crate::spawn::{self, SpawnError, SpawnSpec};
+
+/// Identifies a connection to the session layer.
+pub type ConnectionId = u64;
+
+/// Why `initialize {resumeSessionId}` failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ResumeError {
+    /// Unknown or expired.
+    #[error("unknown session id {0}")]
+    Unknown(String),
+    /// Attached to another live connection.
+    #[error("session {0} is already attached to another connection")]
+    AlreadyAttached(String),
+}
+
+/// Why a session could not be created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CreateError {
+    /// The server holds its maximum number of sessions.
+    #[error("too many sessions (at most {0})")]
+    TooMany(usize),
+}
+
+/// Why `process/start` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `argv` was empty.
+    #[error("argv must not be empty")]
+    EmptyArgv,
+    /// The id is taken by a running or retained process.
+    #[error("process {0} already exists")]
+    AlreadyExists(String),
+    /// The session holds its maximum number of processes.
+    #[error("too many processes in this session (at most {0})")]
+    TooMany(usize),
+    /// The cwd URI is not a path of this host.
+    #[error("{0}")]
+    Cwd(exec_server_protocol::PathUriError),
+    /// The OS refused to start it.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+#[derive(Debug)]
+enum Slot {
+    Starting,
+    Ready(Arc<Process>),
+}
+
+#[derive(Debug)]
+enum Attachment {
+    Attached(ConnectionId),
+    /// Detached; the number counts detaches so a stale expiry timer can tell it is stale.
+    Detached(u64),
+}
+
+/// A session.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    processes: Mutex<HashMap<String, Slot>>,
+    attachment: Mutex<(Attachment, u64)>,
+    sink: watch::Sender<Option<EventSender>>,
+    limits: Arc<Limits>,
+}
+
+impl Session {
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A running or retained process by id.
+    pub fn process(&self, id: &str) -> Option<Arc<Process>> {
+        match self.table().get(id) {
+            Some(Slot::Ready(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// True while `process/start` for this id is in flight.
+    pub fn is_starting(&self, id: &str) -> bool {
+        matches!(self.table().get(id), Some(Slot::Starting))
+    }
+
+    /// Every running or retained process.
+    pub fn processes(&self) -> Vec<Arc<Process>> {
+        self.table()
+            .values()
+            .filter_map(|s| match s {
+                Slot::Ready(p) => Some(p.clone()),
+                Slot::Starting => None,
+            })
+            .collect()
+    }
+
+    /// Starts a process. The id is reserved while the child is spawned and released if the
+    /// spawn fails.
+    pub fn start(self: &Arc<Self>, params: &StartParams) -> Result<Arc<Process>, StartError> {
+        if params.argv.is_empty() {
+            return Err(StartError::EmptyArgv);
+        }
+        let cwd = params.cwd.to_path().map_err(StartError::Cwd)?;
+        {
+            let mut table = self.table();
+            if table.contains_key(&params.process_id) {
+                return Err(StartError::AlreadyExists(params.process_id.clone()));
+            }
+            if table.len() >= self.limits.max_processes_per_session {
+                return Err(StartError::TooMany(self.limits.max_processes_per_session));
+            }
+            table.insert(params.process_id.clone(), Slot::Starting);
+        }
+        let env = env_policy::build(&params.env, params.env_policy.as_ref(), std::env::vars());
+        let spec = SpawnSpec {
+            argv: params.argv.clone(),
+            arg0: params.arg0.clone(),
+            cwd,
+            env,
+            tty: params.tty,
+            pipe_stdin: params.pipe_stdin,
+        };
+        let spawned = match spawn::spawn(&spec) {
+            Ok(s) => s,
+            Err(e) => {
+                self.table().remove(&params.process_id);
+                return Err(e.into());
+            }
+        };
+        let proc = Process::start(
+            &params.process_id,
+            params.argv.clone(),
+            spawned,
+            self.limits.clone(),
+            self.sink.subscribe(),
+        );
+        self.table()
+            .insert(params.process_id.clone(), Slot::Ready(proc.clone()));
+        tokio::spawn(forget_after_retention(Arc::downgrade(self), proc.clone()));
+        Ok(proc)
+    }
+
+    /// Kills every process (used when the session expires or the server stops).
+    pub fn shutdown(&self) {
+        let procs: Vec<Arc<Process>> = self.processes();
+        for p in procs {
+            p.shutdown();
+        }
+        self.sink.send_replace(None);
+    }
+}
+
+/// Forgets a process `closed_retention` after it closed, freeing its id.
+async fn forget_after_retention(session: std::sync::Weak<Session>, proc: Arc<Process>) {
+    let mut changed = proc.subscribe_changes();
+    let closed_at = loop {
+        if let Some(t) = proc.closed_at() {
+            break t;
+        }
+        if changed.changed().await.is_err() {
+            return;
+        }
+    };
+    drop(changed);
+    let Some(retention) = session.upgrade().map(|s| s.limits.closed_retention) else {
+        return;
+    };
+    tokio::time::sleep_until((closed_at + retention).into()).await;
+    if let Some(s) = session.upgrade() {
+        let mut table = s.table();
+        if let Some(Slot::Ready(p)) = table.get(proc.id().as_ref()) {
+            if Arc::ptr_eq(p, &proc) {
+                table.remove(proc.id().as_ref());
+            }
+        }
+        drop(table);
+        proc.shutdown();
+    }
+}
+
+/// The server's sessions.
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    limits: Arc<Limits>,
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Sessions {
+            map: Mutex::new(HashMap::new()),
+            limits: Arc::new(limits),
+        })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a session attached to `conn`, whose notifications go to `sink`.
+    pub fn create(
+        &self,
+        conn: ConnectionId,
+        sink: EventSender,
+    ) -> Result<Arc<Session>, CreateError> {
+        let mut map = self.map();
+        if map.len() >= self.limits.max_sessions {
+            return Err(CreateError::TooMany(self.limits.max_sessions));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let session = Arc::new(Session {
+            id: id.clone(),
+            processes: Mutex::new(HashMap::new()),
+            attachment: Mutex::new((Attachment::Attached(conn), 0)),
+            sink: watch::channel(Some(sink)).0,
+            limits: self.limits.clone(),
+        });
+        map.insert(id, session.clone());
+        Ok(session)
+    }
+
+    /// Attaches a detached session to `conn`.
+    pub fn resume(
+        &self,
+        id: &str,
+        conn: ConnectionId,
+        sink: EventSender,
+    ) -> Result<Arc<Session>, ResumeError> {
+        let session = self
+            .map()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ResumeError::Unknown(id.to_string()))?;
+        let mut att = session.attachment.lock().unwrap_or_else(|e| e.into_inner());
+        match att.0 {
+            Attachment::Attached(_) => Err(ResumeError::AlreadyAttached(id.to_string())),
+            Attachment::Detached(_) => {
+                att.0 = Attachment::Attached(conn);
+                drop(att);
+                session.sink.send_replace(Some(sink));
+                Ok(session)
+            }
+        }
+    }
+
+    /// Detaches `session` from `conn` (if still attached to it) and arms its expiry.
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, conn: ConnectionId) {
+        let generation = {
+            let mut att = session.attachment.lock().unwrap_or_else(|e| e.into_inner());
+            match att.0 {
+                Attachment::Attached(c) if c == conn => {
+                    att.1 += 1;
+                    att.0 = Attachment::Detached(att.1);
+                    att.1
+                }
+                _ => return,
+            }
+        };
+        session.sink.send_replace(None);
+        let this = Arc::downgrade(self);
+        let session = Arc::downgrade(session);
+        let ttl = self.limits.session_ttl;
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let (Some(this), Some(session)) = (this.upgrade(), session.upgrade()) else {
+                return;
+            };
+            this.expire(&session, generation);
+        });
+    }
+
+    fn expire(&self, session: &Arc<Session>, generation: u64) {
+        {
+            let att = session.attachment.lock().unwrap_or_else(|e| e.into_inner());
+            if !matches!(att.0, Attachment::Detached(g) if g == generation) {
+                return;
+            }
+        }
+        tracing::info!(session = %session.id, "detached session expired");
+        self.map().remove(&session.id);
+        session.shutdown();
+    }
+
+    /// Kills every session's processes (server shutdown).
+    pub fn shutdown_all(&self) {
+        let sessions: Vec<Arc<Session>> = self.map().drain().map(|(_, s)| s).collect();
+        for s in sessions {
+            s.shutdown();
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! The validated server configuration the CLI builds (the CLI's clap types never reach here).
+
+use std::time::Duration;
+
+use exec_server_core::Limits;
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Requests processed concurrently per connection (default 64).
+    pub concurrent_requests: usize,
+    /// Largest inbound message: a WebSocket message or a stdio line (default 64 MiB).
+    pub max_message_bytes: usize,
+    /// Queued outgoing replies per connection (default 1024 messages).
+    pub outbound_queue: usize,
+    /// Queued process events per connection (default 256 events).
+    pub event_queue: usize,
+    /// WebSocket keepalive ping interval (default 30 s, as upstream).
+    pub ping_interval: Duration,
+    /// How long a stdio connection whose input ended waits for in-flight requests.
+    pub drain_timeout: Duration,
+    /// Session and process limits.
+    pub limits: Limits,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            concurrent_requests: 64,
+            max_message_bytes: 64 << 20,
+            outbound_queue: 1024,
+            event_queue: 256,
+            ping_interval: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The connection engine: one reader loop, requests run concurrently (bounded), one writer.
+//!
+//! The reader decodes each frame, answers envelope and lifecycle errors itself, handles
+//! `initialize` inline (so the lifecycle is decided in arrival order), and hands every other
+//! request to a task holding one of the connection's permits. Work that must follow arrival
+//! order (stdin tickets) is taken by the reader before the task starts. Replies and process
+//! notifications meet in the writer task, so neither side ever waits for the other.
+
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use exec_server_core::process::ProcessEvent;
+use exec_server_core::session::{ConnectionId, Session};
+use exec_server_protocol::jsonrpc::{self, Incoming};
+use exec_server_protocol::{codes, ErrorObject, Method, RequestId};
+use futures::{Sink, Stream, StreamExt};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dispatch::{self, Lifecycle};
+use crate::ServerState;
+
+/// A whole message from a transport.
+#[derive(Debug)]
+pub enum InFrame {
+    /// One JSON-RPC message (text or binary frame, or one stdio line).
+    Message(bytes::Bytes),
+    /// A message over the size limit was refused by the transport.
+    TooLarge,
+}
+
+/// A message for a transport to send.
+#[derive(Debug)]
+pub enum OutFrame {
+    /// One JSON-RPC message.
+    Text(String),
+    /// A keepalive ping (WebSocket only; other transports ignore it).
+    Ping,
+    /// Close the connection with this code and reason (WebSocket close frame).
+    Close {
+        /// The close code (1008 policy violation, 1009 message too big, ...).
+        code: u16,
+        /// A short reason.
+        reason: String,
+    },
+}
+
+/// How a transport wants its connection run.
+#[derive(Debug, Clone)]
+pub struct TransportInfo {
+    /// Prefix of parse-error messages, e.g. `failed to parse JSON-RPC message from exec-server
+    /// stdio`.
+    pub parse_error_prefix: String,
+    /// Wait for in-flight requests when the input ends (stdio: the output is still open).
+    pub drain_on_end: bool,
+    /// Send keepalive pings.
+    pub keepalive: bool,
+}
+
+/// Messages to the writer besides process events.
+#[derive(Debug)]
+pub(crate) enum OutMsg {
+    Text(String),
+    Close(u16, String),
+}
+
+/// Runs one connection until its input ends or a protocol violation closes it.
+pub async fn run<R, W>(mut reader: R, writer: W, state: Arc<ServerState>, info: TransportInfo)
+where
+    R: Stream<Item = InFrame> + Unpin + Send,
+    W: Sink<OutFrame> + Unpin + Send + 'static,
+{
+    let cfg = &state.config;
+    let (out_tx, out_rx) = mpsc::channel::<OutMsg>(cfg.outbound_queue);
+    let (ev_tx, ev_rx) = mpsc::channel::<ProcessEvent>(cfg.event_queue);
+    let keepalive = info.keepalive.then_some(cfg.ping_interval);
+    let writer_task = tokio::spawn(writer::run(writer, out_rx, ev_rx, keepalive));
+    let mut conn = Connection {
+        id: state.connection_id(),
+        state: state.clone(),
+        out: out_tx,
+        events: ev_tx,
+        lifecycle: Lifecycle::New,
+        permits: Arc::new(Semaphore::new(cfg.concurrent_requests.max(1))),
+        tasks: TaskTracker::new(),
+        cancel: CancellationToken::new(),
+        handles: Arc::default(),
+        info,
+    };
+    let closed_by_server = loop {
+        let frame = tokio::select! {
+            f = reader.next() => f,
+            _ = conn.out.closed() => break false,
+        };
+        let Some(frame) = frame else { break false };
+        match frame {
+            InFrame::TooLarge => {
+                conn.close(1009, "message too big").await;
+                break true;
+            }
+            InFrame::Message(bytes) => {
+                if conn.on_message(&bytes).await.is_break() {
+                    break true;
+                }
+            }
+        }
+    };
+    tracing::debug!(
+        connection = conn.id,
+        closed_by_server,
+        "connection input ended"
+    );
+    conn.finish(closed_by_server).await;
+    drop(conn);
+    let _ = writer_task.await;
+}
+
+/// One connection's state, owned by its reader loop.
+pub(crate) struct Connection {
+    id: ConnectionId,
+    state: Arc<ServerState>,
+    out: mpsc::Sender<OutMsg>,
+    events: mpsc::Sender<ProcessEvent>,
+    lifecycle: Lifecycle,
+    permits: Arc<Semaphore>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    handles: Arc<exec_server_core::fs::HandleTable>,
+    info: TransportInfo,
+}
+
+impl Connection {
+    async fn send(&self, text: String) {
+        let _ = self.out.send(OutMsg::Text(text)).await;
+    }
+
+    async fn send_error(&self, id: &RequestId, error: ErrorObject) {
+        self.send(jsonrpc::encode_error(id, &error)).await;
+    }
+
+    async fn close(&self, code: u16, reason: &str) {
+        let _ = self.out.send(OutMsg::Close(code, reason.to_string())).await;
+    }
+
+    /// Handles one frame; `Break` closes the connection.
+    async fn on_message(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::{Break, Continue};
+        let msg = match jsonrpc::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let text = format!("{}: {e}", self.info.parse_error_prefix);
+                self.send_error(
+                    &RequestId::MALFORMED,
+                    ErrorObject::new(codes::INVALID_REQUEST, text),
+                )
+                .await;
+                return Continue(());
+            }
+        };
+        match msg {
+            Incoming::Response => {
+                tracing::warn!(connection = self.id, "client sent a response; closing");
+                self.close(1008, "unexpected response from client").await;
+                Break(())
+            }
+            Incoming::Notification { method, .. } => {
+                if method != exec_server_protocol::initialize::INITIALIZED {
+                    tracing::warn!(connection = self.id, %method, "unexpected notification; closing");
+                    self.close(1008, "unexpected notification").await;
+                    return Break(());
+                }
+                match std::mem::replace(&mut self.lifecycle, Lifecycle::New) {
+                    Lifecycle::New => {
+                        self.close(1008, "initialized before initialize").await;
+                        Break(())
+                    }
+                    Lifecycle::Initializing(s) | Lifecycle::Ready(s) => {
+                        self.lifecycle = Lifecycle::Ready(s);
+                        Continue(())
+                    }
+                }
+            }
+            Incoming::Request {
+                id, method, params, ..
+            } => {
+                if method == exec_server_protocol::initialize::Initialize::NAME {
+                    let reply = self.initialize(&id, params).await;
+                    self.send(reply).await;
+                    return Continue(());
+                }
+                let ctx = dispatch::Ctx {
+                    lifecycle: &self.lifecycle,
+                    state: &self.state,
+                    handles: &self.handles,
+                    out: &self.out,
+                };
+                match dispatch::prepare(&method, params, &id, &ctx) {
+                    Err(error) => self.send_error(&id, error).await,
+                    Ok(fut) => self.spawn_request(id, fut).await,
+                }
+                Continue(())
+            }
+        }
+    }
+
+    async fn initialize(
+        &mut self,
+        id: &RequestId,
+        params: Option<&serde_json::value::RawValue>,
+    ) -> String {
+        use exec_server_protocol::initialize::{InitializeParams, InitializeResult};
+        let p: InitializeParams = match jsonrpc::decode_params(params) {
+            Ok(p) => p,
+            Err(e) => {
+                return jsonrpc::encode_error(id, &ErrorObject::new(codes::INVALID_PARAMS, e))
+            }
+        };
+        if !matches!(self.lifecycle, Lifecycle::New) {
+            return jsonrpc::encode_error(
+                id,
+                &ErrorObject::new(
+                    codes::INVALID_REQUEST,
+                    "initialize may only be sent once per connection",
+                ),
+            );
+        }
+        let sessions = &self.state.sessions;
+        let session: Result<Arc<Session>, ErrorObject> = match &p.resume_session_id {
+            Some(sid) => sessions
+                .resume(sid, self.id, self.events.clone())
+                .map_err(|e| {
+                    let code = match e {
+                        exec_server_core::session::ResumeError::Unknown(_) => {
+                            codes::INVALID_REQUEST
+                        }
+                        exec_server_core::session::ResumeError::AlreadyAttached(_) => {
+                            codes::SESSION_ALREADY_ATTACHED
+                        }
+                    };
+                    ErrorObject::new(code, e.to_string())
+                }),
+            None => sessions
+                .create(self.id, self.events.clone())
+                .map_err(|e| ErrorObject::new(codes::INVALID_REQUEST, e.to_string())),
+        };
+        match session {
+            Err(e) => jsonrpc::encode_error(id, &e),
+            Ok(session) => {
+                tracing::info!(connection = self.id, session = session.id(), client = %p.client_name, resumed = p.resume_session_id.is_some(), "initialized");
+                let result = InitializeResult {
+                    session_id: session.id().to_string(),
+                    environment_info: self.state.environment.clone(),
+                };
+                self.lifecycle = Lifecycle::Initializing(session);
+                jsonrpc::encode_result(id, &result)
+            }
+        }
+    }
+
+    async fn spawn_request(&self, id: RequestId, fut: dispatch::Reply) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let out = self.out.clone();
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            use futures::FutureExt;
+            let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+            let reply = tokio::select! {
+                r = run => match r {
+                    Ok(text) => text,
+                    Err(_) => {
+                        tracing::error!(%id, "request handler panicked");
+                        jsonrpc::encode_error(&id, &ErrorObject::new(codes::INTERNAL_ERROR, "internal error: request handler panicked"))
+                    }
+                },
+                _ = cancel.cancelled() => return,
+            };
+            let _ = out.send(OutMsg::Text(reply)).await;
+            drop(permit);
+        });
+    }
+
+    /// Ends the connection: waits for in-flight requests where the transport allows it,
+    /// detaches the session and releases the file handles.
+    async fn finish(&mut self, closed_by_server: bool) {
+        self.tasks.close();
+        if self.info.drain_on_end && !closed_by_server {
+            let drain = self.state.config.drain_timeout;
+            if tokio::time::timeout(drain, self.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    connection = self.id,
+                    "in-flight requests still running; cancelling"
+                );
+            }
+        }
+        self.cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        match std::mem::replace(&mut self.lifecycle, Lifecycle::New) {
+            Lifecycle::Initializing(s) | Lifecycle::Ready(s) => {
+                self.state.sessions.detach(&s, self.id);
+            }
+            Lifecycle::New => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Routing: a method name to its params type, lifecycle family and handler.
+//!
+//! For every request the order is fixed (spec §1.4): unknown method → `-32601`; params that do
+//! not decode → `-32602` with the serde text; then the lifecycle gate → `-32600`; then the
+//! handler. Each method string appears once, through its [`Method`] type.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use exec_server_core::fs::HandleTable;
+use exec_server_core::Session;
+use exec_server_protocol::{codes, environment, fs, http, jsonrpc, process, ErrorObject};
+use exec_server_protocol::{Method, RequestId};
+use futures::future::BoxFuture;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use crate::connection::OutMsg;
+use crate::handlers;
+use crate::rpc_error::RpcError;
+use crate::ServerState;
+
+/// Where a connection is in its handshake.
+pub(crate) enum Lifecycle {
+    /// Before a successful `initialize`.
+    New,
+    /// `initialize` succeeded; `initialized` not yet received.
+    Initializing(Arc<Session>),
+    /// Ready for every method.
+    Ready(Arc<Session>),
+}
+
+/// What the reader lends to `prepare`.
+pub(crate) struct Ctx<'a> {
+    pub(crate) lifecycle: &'a Lifecycle,
+    pub(crate) state: &'a Arc<ServerState>,
+    pub(crate) handles: &'a Arc<HandleTable>,
+    pub(crate) out: &'a mpsc::Sender<OutMsg>,
+}
+
+/// What a handler gets: the session and the connection's resources.
+#[derive(Clone)]
+pub(crate) struct Call {
+    pub(crate) session: Arc<Session>,
+    pub(crate) state: Arc<ServerState>,
+    pub(crate) handles: Arc<HandleTable>,
+    #[allow(dead_code)] // used by the http handlers for body deltas
+    pub(crate) out: mpsc::Sender<OutMsg>,
+}
+
+/// A running request: resolves to the encoded reply.
+pub(crate) type Reply = BoxFuture<'static, String>;
+
+/// Decodes and gates a request and returns the future that answers it. Synchronous work done
+/// by a handler's preparation (before its `async` block) happens here, in arrival order.
+pub(crate) fn prepare(
+    method: &str,
+    params: Option<&RawValue>,
+    id: &RequestId,
+    ctx: &Ctx<'_>,
+) -> Result<Reply, ErrorObject> {
+    use handlers::{environment as env, fs as hfs, process as proc};
+    let r = Route { params, id, ctx };
+    match method {
+        process::Start::NAME => r.call::<process::Start, _, _>("exec", proc::start),
+        process::Read::NAME => r.call::<process::Read, _, _>("exec", proc::read),
+        process::Write::NAME => r.call::<process::Write, _, _>("exec", proc::write),
+        process::Signal::NAME => r.call::<process::Signal, _, _>("exec", proc::signal),
+        process::Terminate::NAME => r.call::<process::Terminate, _, _>("exec", proc::terminate),
+        process::Resize::NAME => r.call::<process::Resize, _, _>("exec", proc::resize),
+        environment::Info::NAME => r.call::<environment::Info, _, _>("environment info", env::info),
+        environment::Status::NAME => {
+            r.call::<environment::Status, _, _>("environment status", env::status)
+        }
+        fs::ReadFile::NAME => r.call::<fs::ReadFile, _, _>("filesystem", |_, p| hfs::read_file(p)),
+        fs::WriteFile::NAME => {
+            r.call::<fs::WriteFile, _, _>("filesystem", |_, p| hfs::write_file(p))
+        }
+        fs::CreateDirectory::NAME => {
+            r.call::<fs::CreateDirectory, _, _>("filesystem", |_, p| hfs::create_directory(p))
+        }
+        fs::GetMetadata::NAME => {
+            r.call::<fs::GetMetadata, _, _>("filesystem", |_, p| hfs::get_metadata(p))
+        }
+        fs::Canonicalize::NAME => {
+            r.call::<fs::Canonicalize, _, _>("filesystem", |_, p| hfs::canonicalize(p))
+        }
+        fs::ReadDirectory::NAME => {
+            r.call::<fs::ReadDirectory, _, _>("filesystem", |_, p| hfs::read_directory(p))
+        }
+        fs::Walk::NAME => r.call::<fs::Walk, _, _>("filesystem", |_, p| hfs::walk(p)),
+        fs::Remove::NAME => r.call::<fs::Remove, _, _>("filesystem", |_, p| hfs::remove(p)),
+        fs::Copy::NAME => r.call::<fs::Copy, _, _>("filesystem", |_, p| hfs::copy(p)),
+        fs::Open::NAME => r.call::<fs::Open, _, _>("filesystem", |c, p| async move {
+            hfs::open(&c.handles, p).await
+        }),
+        fs::ReadBlock::NAME => r.call::<fs::ReadBlock, _, _>("filesystem", |c, p| async move {
+            hfs::read_block(&c.handles, p).await
+        }),
+        fs::WriteBlock::NAME => r.call::<fs::WriteBlock, _, _>("filesystem", |c, p| async move {
+            hfs::write_block(&c.handles, p).await
+        }),
+        fs::Close::NAME => r.call::<fs::Close, _, _>("filesystem", |c, p| async move {
+            hfs::close(&c.handles, p).await
+        }),
+        http::Request::NAME => r.call::<http::Request, _, _>("http", handlers::http::request),
+        _ => Err(ErrorObject::new(
+            codes::METHOD_NOT_FOUND,
+            format!("exec-server stub does not implement `{method}` yet"),
+        )),
+    }
+}
+
+struct Route<'a, 'b> {
+    params: Option<&'a RawValue>,
+    id: &'a RequestId,
+    ctx: &'a Ctx<'b>,
+}
+
+impl Route<'_, '_> {
+    /// Decodes `M`'s params, checks the lifecycle for `family`, and runs `handler`.
+    fn call<M, F, Fut>(self, family: &str, handler: F) -> Result<Reply, ErrorObject>
+    where
+        M: Method,
+        F: FnOnce(Call, M::Params) -> Fut,
+        Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
+    {
+        let params: M::Params = jsonrpc::decode_params(self.params)
+            .map_err(|e| ErrorObject::new(codes::INVALID_PARAMS, e))?;
+        let session = match self.ctx.lifecycle {
+            Lifecycle::New => {
+                return Err(ErrorObject::new(
+                    codes::INVALID_REQUEST,
+                    format!("client must call initialize before using {family} methods"),
+                ))
+            }
+            Lifecycle::Initializing(_) => {
+                return Err(ErrorObject::new(
+                    codes::INVALID_REQUEST,
+                    format!("client must send initialized before using {family} methods"),
+                ))
+            }
+            Lifecycle::Ready(s) => s.clone(),
+        };
+        let call = Call {
+            session,
+            state: self.ctx.state.clone(),
+            handles: self.ctx.handles.clone(),
+            out: self.ctx.out.clone(),
+        };
+        let fut = handler(call, params);
+        let id = self.id.clone();
+        Ok(Box::pin(async move {
+            match fut.await {
+                Ok(result) => jsonrpc::encode_result(&id, &result),
+                Err(RpcError(e)) => jsonrpc::encode_error(&id, &e),
+            }
+        }))
+    }
+}

@@ -1,0 +1,200 @@
+//! `fs/*` handlers: decode the params, call core's `LocalFileSystem` or the connection's
+//! `HandleTable`, encode the result. Error codes come from `rpc_error::fs_error`.
+
+use std::path::PathBuf;
+
+use exec_server_core::fs::{
+    CopyOptions, CreateDirectoryOptions, FileSystem, HandleTable, LocalFileSystem, MetadataOptions,
+    ReadOptions, RemoveOptions, WriteOptions,
+};
+use exec_server_protocol::bytes::Base64;
+use exec_server_protocol::fs::{
+    CanonicalizeParams, CanonicalizeResult, CloseParams, CopyParams, CreateDirectoryParams,
+    GetMetadataParams, Metadata, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
+    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
+    WalkParams, WalkResult, WriteBlockParams, WriteFileParams,
+};
+use exec_server_protocol::{Empty, PathUri};
+
+use crate::rpc_error::{fs_error, RpcError};
+
+fn native(uri: &PathUri) -> Result<PathBuf, RpcError> {
+    Ok(uri.to_path()?)
+}
+
+fn local() -> LocalFileSystem {
+    LocalFileSystem::default()
+}
+
+/// `fs/readFile`.
+pub(crate) async fn read_file(p: ReadFileParams) -> Result<ReadFileResult, RpcError> {
+    let path = native(&p.path)?;
+    let opts = ReadOptions {
+        follow_symlinks: p.follow_symlinks,
+    };
+    let data = local()
+        .read_file(&path, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(ReadFileResult {
+        data_base64: Base64::encode(&data),
+    })
+}
+
+/// `fs/writeFile`.
+pub(crate) async fn write_file(p: WriteFileParams) -> Result<Empty, RpcError> {
+    let path = native(&p.path)?;
+    let data = p.data_base64.decode().map_err(|e| {
+        RpcError::invalid_request(format!(
+            "fs/writeFile requires valid base64 dataBase64: {e}"
+        ))
+    })?;
+    let opts = WriteOptions {
+        follow_symlinks: p.follow_symlinks,
+    };
+    local()
+        .write_file(&path, data, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(Empty {})
+}
+
+/// `fs/createDirectory`.
+pub(crate) async fn create_directory(p: CreateDirectoryParams) -> Result<Empty, RpcError> {
+    let path = native(&p.path)?;
+    let opts = CreateDirectoryOptions {
+        recursive: p.recursive,
+        follow_symlinks: p.follow_symlinks,
+    };
+    local()
+        .create_directory(&path, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(Empty {})
+}
+
+/// `fs/getMetadata`.
+pub(crate) async fn get_metadata(p: GetMetadataParams) -> Result<Metadata, RpcError> {
+    let path = native(&p.path)?;
+    let opts = MetadataOptions {
+        follow_symlinks: p.follow_symlinks,
+    };
+    local()
+        .get_metadata(&path, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)
+}
+
+/// `fs/canonicalize`.
+pub(crate) async fn canonicalize(p: CanonicalizeParams) -> Result<CanonicalizeResult, RpcError> {
+    let path = native(&p.path)?;
+    let resolved = local()
+        .canonicalize(&path, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    let path = PathUri::from_path(&resolved).ok_or_else(|| {
+        RpcError::internal(format!(
+            "`{}` cannot be expressed as a URI",
+            resolved.display()
+        ))
+    })?;
+    Ok(CanonicalizeResult { path })
+}
+
+/// `fs/readDirectory`.
+pub(crate) async fn read_directory(
+    p: ReadDirectoryParams,
+) -> Result<ReadDirectoryResult, RpcError> {
+    let path = native(&p.path)?;
+    let entries = local()
+        .read_directory(&path, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(ReadDirectoryResult { entries })
+}
+
+/// `fs/walk`.
+pub(crate) async fn walk(p: WalkParams) -> Result<WalkResult, RpcError> {
+    let path = native(&p.path)?;
+    local()
+        .walk(&path, p.options, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)
+}
+
+/// `fs/remove`.
+pub(crate) async fn remove(p: RemoveParams) -> Result<Empty, RpcError> {
+    let path = native(&p.path)?;
+    let opts = RemoveOptions {
+        recursive: p.recursive,
+        force: p.force,
+        follow_symlinks: p.follow_symlinks,
+    };
+    local()
+        .remove(&path, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(Empty {})
+}
+
+/// `fs/copy`.
+pub(crate) async fn copy(p: CopyParams) -> Result<Empty, RpcError> {
+    let source = native(&p.source_path)?;
+    let destination = native(&p.destination_path)?;
+    let opts = CopyOptions {
+        recursive: p.recursive,
+    };
+    local()
+        .copy(&source, &destination, opts, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(Empty {})
+}
+
+/// `fs/open`.
+pub(crate) async fn open(handles: &HandleTable, p: OpenParams) -> Result<OpenResult, RpcError> {
+    let path = native(&p.path)?;
+    handles
+        .open_sandboxed(&p.handle_id, &path, p.mode, p.sandbox.as_ref())
+        .await
+        .map_err(fs_error)?;
+    Ok(OpenResult {
+        handle_id: p.handle_id,
+    })
+}
+
+/// `fs/readBlock`.
+pub(crate) async fn read_block(
+    handles: &HandleTable,
+    p: ReadBlockParams,
+) -> Result<ReadBlockResult, RpcError> {
+    let data = handles
+        .read_block(&p.handle_id, p.offset, p.len)
+        .await
+        .map_err(fs_error)?;
+    Ok(ReadBlockResult {
+        eof: data.len() < p.len,
+        chunk: Base64::encode(&data),
+    })
+}
+
+/// `fs/writeBlock`.
+pub(crate) async fn write_block(
+    handles: &HandleTable,
+    p: WriteBlockParams,
+) -> Result<Empty, RpcError> {
+    let data = p.chunk.decode().map_err(|e| {
+        RpcError::invalid_request(format!("fs/writeBlock requires valid base64 chunk: {e}"))
+    })?;
+    handles
+        .write_block(&p.handle_id, p.offset, data)
+        .await
+        .map_err(fs_error)?;
+    Ok(Empty {})
+}
+
+/// `fs/close`.
+pub(crate) async fn close(handles: &HandleTable, p: CloseParams) -> Result<Empty, RpcError> {
+    handles.close(&p.handle_id);
+    Ok(Empty {})
+}

@@ -1,0 +1,138 @@
+//! `process/*` handlers.
+
+use std::future::Future;
+use std::time::Duration;
+
+use exec_server_core::session::StartError;
+use exec_server_protocol::bytes::Base64;
+use exec_server_protocol::fs::PermissionProfile;
+use exec_server_protocol::process::{
+    OutputChunk, ReadParams, ReadResult, ResizeParams, SandboxType, SignalParams, StartParams,
+    StartResult, TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+};
+use exec_server_protocol::{codes, Empty};
+
+use crate::dispatch::Call;
+use crate::rpc_error::RpcError;
+
+/// Longest long-poll a `process/read` may ask for (5 minutes).
+const MAX_WAIT_MS: u64 = 300_000;
+
+pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, RpcError> {
+    let sandbox_type = match &p.sandbox {
+        None => SandboxType::None,
+        Some(s) if matches!(s.permissions, PermissionProfile::Disabled) => SandboxType::None,
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "process sandboxing is not available on this executor yet",
+            )
+            .with_data(serde_json::json!({ "kind": "sandboxUnavailable" })))
+        }
+    };
+    call.session.start(&p).map_err(start_error)?;
+    Ok(StartResult {
+        process_id: p.process_id,
+        sandbox_type: Some(sandbox_type),
+    })
+}
+
+fn start_error(e: StartError) -> RpcError {
+    match e {
+        StartError::EmptyArgv => RpcError::invalid_params(e.to_string()),
+        StartError::AlreadyExists(_) | StartError::TooMany(_) => {
+            RpcError::invalid_request(e.to_string())
+        }
+        StartError::Cwd(e) => e.into(),
+        StartError::Spawn(e) => {
+            RpcError::internal(e.to_string()).with_data(serde_json::json!({ "kind": e.kind() }))
+        }
+    }
+}
+
+fn unknown(call: &Call, id: &str) -> RpcError {
+    if call.session.is_starting(id) {
+        RpcError::invalid_request(format!("process id {id} is starting"))
+    } else {
+        RpcError::invalid_request(format!("unknown process id {id}"))
+    }
+}
+
+pub(crate) async fn read(call: Call, p: ReadParams) -> Result<ReadResult, RpcError> {
+    let proc = call
+        .session
+        .process(&p.process_id)
+        .ok_or_else(|| unknown(&call, &p.process_id))?;
+    let wait = Duration::from_millis(p.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let r = proc.read(p.after_seq.unwrap_or(0), p.max_bytes, wait).await;
+    Ok(ReadResult {
+        chunks: r
+            .log
+            .chunks
+            .iter()
+            .map(|(seq, stream, data)| OutputChunk {
+                seq: *seq,
+                stream: *stream,
+                chunk: Base64::encode(data),
+            })
+            .collect(),
+        next_seq: r.log.next_seq,
+        exited: r.exited,
+        exit_code: r.exit_code,
+        closed: r.closed,
+        failure: None,
+        sandbox_denied: false,
+        gap: r.log.gap,
+    })
+}
+
+/// Takes the stdin ticket now (arrival order), writes when the ticket's turn comes.
+pub(crate) fn write(
+    call: Call,
+    p: WriteParams,
+) -> impl Future<Output = Result<WriteResult, RpcError>> + Send + 'static {
+    let ticket = call
+        .session
+        .process(&p.process_id)
+        .map(|proc| proc.stdin_ticket());
+    let starting = ticket.is_none() && call.session.is_starting(&p.process_id);
+    async move {
+        if p.write_id.is_empty() {
+            return Err(RpcError::invalid_params("writeId must not be empty"));
+        }
+        let data = p.chunk.decode().map_err(RpcError::invalid_params)?;
+        let status = match ticket {
+            Some(t) => t.write(p.write_id, data).await,
+            None if starting => WriteStatus::Starting,
+            None => WriteStatus::UnknownProcess,
+        };
+        Ok(WriteResult { status })
+    }
+}
+
+pub(crate) async fn signal(call: Call, p: SignalParams) -> Result<Empty, RpcError> {
+    if let Some(proc) = call.session.process(&p.process_id) {
+        proc.signal(p.signal);
+    }
+    Ok(Empty {})
+}
+
+pub(crate) async fn terminate(call: Call, p: TerminateParams) -> Result<TerminateResult, RpcError> {
+    let running = match call.session.process(&p.process_id) {
+        Some(proc) => proc.terminate(),
+        None => false,
+    };
+    Ok(TerminateResult { running })
+}
+
+pub(crate) async fn resize(call: Call, p: ResizeParams) -> Result<Empty, RpcError> {
+    if p.rows == 0 || p.cols == 0 {
+        return Err(RpcError::invalid_params("rows and cols must be at least 1"));
+    }
+    let proc = call
+        .session
+        .process(&p.process_id)
+        .ok_or_else(|| unknown(&call, &p.process_id))?;
+    proc.resize(p.rows, p.cols)
+        .map_err(|e| RpcError::new(codes::INVALID_REQUEST, e.to_string()))?;
+    Ok(Empty {})
+}
