@@ -381,6 +381,7 @@ async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
     let mut missing_seqs = 0u64;
     let mut received = 0u64;
     let mut reads = 0u64;
+    let mut reported_gap_bytes = 0u64;
     let mut scratch = Vec::with_capacity(1 << 20);
     loop {
         let reply = client
@@ -390,6 +391,10 @@ async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
             )
             .await?;
         reads += 1;
+        // Extension of our server: evicted output is reported as `gap` instead of skipped.
+        if let Some(gap) = reply.get("gap").filter(|g| g.is_object()) {
+            reported_gap_bytes += gap["bytes"].as_u64().unwrap_or(0);
+        }
         let chunks = reply["chunks"].as_array().context("reply without chunks")?;
         for chunk in chunks {
             let seq = chunk["seq"].as_u64().context("chunk without seq")?;
@@ -412,7 +417,7 @@ async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
     let lossless = received == bytes && missing_seqs <= 1;
     if !lossless {
         eprintln!(
-            "    process/read stream: received {received} of {bytes} bytes in {reads} reads, {missing_seqs} sequence numbers skipped"
+            "    process/read stream: received {received} of {bytes} bytes in {reads} reads, {missing_seqs} sequence numbers skipped, server-reported gaps {reported_gap_bytes} bytes"
         );
     }
     Ok(vec![

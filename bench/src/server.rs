@@ -48,6 +48,8 @@ impl Server {
         let line = exec_line(&command);
         let log_file = std::fs::File::create(log)
             .with_context(|| format!("creating log file {}", log.display()))?;
+        // The bench is a client, not the server: launching the server under test is its job.
+        #[allow(clippy::disallowed_methods)]
         let child = Command::new("sh")
             .arg("-c")
             .arg(&line)
@@ -177,6 +179,8 @@ fn shell_word_end(text: &str) -> usize {
 }
 
 async fn signal_group(pid: u32, signal: &str) {
+    // Signals the launched server's process group (see `Server::launch`).
+    #[allow(clippy::disallowed_methods)]
     let _ = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg("--")

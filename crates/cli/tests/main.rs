@@ -1,1 +1,11 @@
-//! tests
+//! Over-the-wire integration tests: the real `exec-server` binary on a real socket.
+#![allow(unreachable_pub, dead_code)]
+
+mod support;
+
+mod cli;
+mod engine;
+mod process;
+mod retention;
+mod sessions;
+mod transport;

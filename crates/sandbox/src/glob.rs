@@ -64,7 +64,10 @@ fn walk(dir: &Path, rest: &[String], depth: u32, out: &mut Vec<PathBuf>) {
         return;
     }
     for (path, is_dir) in children(dir) {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if matches(first.as_bytes(), name.as_bytes()) && (tail.is_empty() || is_dir) {
             walk(&path, tail, depth - 1, out);
         }
@@ -72,7 +75,9 @@ fn walk(dir: &Path, rest: &[String], depth: u32, out: &mut Vec<PathBuf>) {
 }
 
 fn children(dir: &Path) -> Vec<(PathBuf, bool)> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     rd.filter_map(Result::ok)
         .map(|e| {
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -92,7 +97,9 @@ fn matches(pat: &[u8], name: &[u8]) -> bool {
                 return name.first() == Some(&b'[') && matches(rest, &name[1..]);
             };
             let (class, after) = (&rest[..end], &rest[end + 1..]);
-            let Some((&c, name_rest)) = name.split_first() else { return false };
+            let Some((&c, name_rest)) = name.split_first() else {
+                return false;
+            };
             let (negate, class) = match class.split_first() {
                 Some((b'!' | b'^', cls)) => (true, cls),
                 _ => (false, class),
@@ -138,7 +145,14 @@ mod tests {
         }
         let mut got = expand(&root.join("**/.env"), 8);
         got.sort();
-        assert_eq!(got, vec![root.join(".env"), root.join("a/.env"), root.join("a/b/c/.env")]);
+        assert_eq!(
+            got,
+            vec![
+                root.join(".env"),
+                root.join("a/.env"),
+                root.join("a/b/c/.env")
+            ]
+        );
         assert_eq!(expand(&root.join("**/.env"), 1).len(), 2);
         let mut one = expand(&root.join("a/*"), 8);
         one.sort();

@@ -17,16 +17,17 @@
 
 mod apply;
 mod exec;
+pub mod fdpass;
 mod glob;
 mod plan;
 mod policy;
 mod seccomp;
 mod sys;
 
-pub use apply::{confine, probe};
-pub use exec::{exec_main, wrap_argv, EXEC_HELPER_ARG};
-pub use plan::{LandlockRule, MountStep, Plan};
-pub use policy::{Policy, PolicyError, Rule, RuleAccess};
+pub use apply::{confine, probe, Support};
+pub use exec::{exec_main, wrap_argv, EXEC_HELPER_ARG, EXIT_SANDBOX_FAILED};
+pub use plan::{LandlockAccess, LandlockRule, MountStep, Plan};
+pub use policy::{Policy, PolicyError, Rule, RuleAccess, PROTECTED_NAMES};
 
 /// Why the sandbox could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub(crate) fn step(step: impl Into<String>, source: std::io::Error) -> Self {
-        SandboxError::Step { step: step.into(), source }
+        SandboxError::Step {
+            step: step.into(),
+            source,
+        }
     }
 }

@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{Policy, RuleAccess};
 
 /// Device files a confined process may read and write (shells redirect to `/dev/null`).
-pub(crate) const DEVICE_PATHS: [&str; 6] =
-    ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+pub(crate) const DEVICE_PATHS: [&str; 6] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+];
 
 /// One mount step, applied in order after the whole tree was made read-only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,10 +68,18 @@ pub struct Plan {
 impl Plan {
     /// The plan for `policy`.
     pub fn new(policy: &Policy) -> Plan {
-        let mut plan = Plan { deny_network: policy.deny_network, ..Plan::default() };
-        let Some(rules) = &policy.filesystem else { return plan };
+        let mut plan = Plan {
+            deny_network: policy.deny_network,
+            ..Plan::default()
+        };
+        let Some(rules) = &policy.filesystem else {
+            return plan;
+        };
         plan.namespaces = true;
-        let root = rules.iter().find(|r| r.path == Path::new("/")).map(|r| r.access);
+        let root = rules
+            .iter()
+            .find(|r| r.path == Path::new("/"))
+            .map(|r| r.access);
         plan.read_only_root = root != Some(RuleAccess::Write);
         plan.landlock_required = root.is_none() || root == Some(RuleAccess::Deny);
         let mut landlock = Vec::new();
@@ -79,13 +93,19 @@ impl Plan {
                     if !is_root && !writable_above {
                         plan.mounts.push(MountStep::Writable(rule.path.clone()));
                     }
-                    landlock.push(LandlockRule { path: rule.path.clone(), access: LandlockAccess::Write });
+                    landlock.push(LandlockRule {
+                        path: rule.path.clone(),
+                        access: LandlockAccess::Write,
+                    });
                 }
                 RuleAccess::Read => {
                     if !is_root && writable_above {
                         plan.mounts.push(MountStep::ReadOnly(rule.path.clone()));
                     }
-                    landlock.push(LandlockRule { path: rule.path.clone(), access: LandlockAccess::Read });
+                    landlock.push(LandlockRule {
+                        path: rule.path.clone(),
+                        access: LandlockAccess::Read,
+                    });
                 }
                 RuleAccess::Deny => {
                     if !is_root {
@@ -95,7 +115,10 @@ impl Plan {
             }
         }
         for dev in DEVICE_PATHS {
-            landlock.push(LandlockRule { path: dev.into(), access: LandlockAccess::Device });
+            landlock.push(LandlockRule {
+                path: dev.into(),
+                access: LandlockAccess::Device,
+            });
         }
         plan.landlock = Some(landlock);
         plan
@@ -116,7 +139,10 @@ mod tests {
     use crate::policy::Rule;
 
     fn rule(p: &str, access: RuleAccess) -> Rule {
-        Rule { path: p.into(), access }
+        Rule {
+            path: p.into(),
+            access,
+        }
     }
 
     #[test]
@@ -167,20 +193,29 @@ mod tests {
 
     #[test]
     fn read_only_root_alone_needs_no_mount_steps() {
-        let policy = Policy { filesystem: Some(vec![rule("/", RuleAccess::Read)]), deny_network: true };
+        let policy = Policy {
+            filesystem: Some(vec![rule("/", RuleAccess::Read)]),
+            deny_network: true,
+        };
         let plan = Plan::new(&policy);
         assert!(plan.read_only_root && plan.mounts.is_empty());
     }
 
     #[test]
     fn without_a_readable_root_landlock_is_required() {
-        let policy = Policy { filesystem: Some(vec![rule("/w", RuleAccess::Write)]), deny_network: false };
+        let policy = Policy {
+            filesystem: Some(vec![rule("/w", RuleAccess::Write)]),
+            deny_network: false,
+        };
         assert!(Plan::new(&policy).landlock_required);
     }
 
     #[test]
     fn network_only_policy_has_no_namespaces() {
-        let plan = Plan::new(&Policy { filesystem: None, deny_network: true });
+        let plan = Plan::new(&Policy {
+            filesystem: None,
+            deny_network: true,
+        });
         assert!(!plan.namespaces && plan.deny_network && plan.landlock.is_none());
     }
 }

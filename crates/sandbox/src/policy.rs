@@ -21,8 +21,9 @@ use crate::glob;
 pub const PROTECTED_NAMES: [&str; 3] = [".git", ".codex", ".agents"];
 
 /// System paths of the `minimal` special entry.
-const MINIMAL_PATHS: [&str; 9] =
-    ["/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/etc", "/dev", "/proc"];
+const MINIMAL_PATHS: [&str; 9] = [
+    "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/etc", "/dev", "/proc",
+];
 
 /// Default depth bound for glob scans.
 const DEFAULT_GLOB_DEPTH: u32 = 8;
@@ -76,12 +77,18 @@ impl Policy {
     ) -> Result<Option<Policy>, PolicyError> {
         let (fs, network) = match &ctx.permissions {
             PermissionProfile::Disabled | PermissionProfile::External { .. } => return Ok(None),
-            PermissionProfile::Managed { file_system, network } => (file_system, *network),
+            PermissionProfile::Managed {
+                file_system,
+                network,
+            } => (file_system, *network),
         };
         let deny_network = network == NetworkAccess::Restricted;
         let filesystem = match fs {
             FileSystemPolicy::Unrestricted => None,
-            FileSystemPolicy::Restricted { entries, glob_scan_max_depth } => {
+            FileSystemPolicy::Restricted {
+                entries,
+                glob_scan_max_depth,
+            } => {
                 let depth = glob_scan_max_depth.map_or(DEFAULT_GLOB_DEPTH, |d| d.get());
                 let r = Resolver::new(ctx, fallback_cwd)?;
                 Some(r.resolve(entries, depth)?)
@@ -90,7 +97,10 @@ impl Policy {
         if filesystem.is_none() && !deny_network {
             return Ok(None);
         }
-        Ok(Some(Policy { filesystem, deny_network }))
+        Ok(Some(Policy {
+            filesystem,
+            deny_network,
+        }))
     }
 
     /// Whether file operations must run confined.
@@ -106,7 +116,8 @@ struct Resolver {
 }
 
 fn native(uri: &exec_server_protocol::PathUri) -> Result<PathBuf, PolicyError> {
-    uri.to_path().map_err(|e| PolicyError::BadPath(e.to_string()))
+    uri.to_path()
+        .map_err(|e| PolicyError::BadPath(e.to_string()))
 }
 
 impl Resolver {
@@ -124,9 +135,16 @@ impl Resolver {
             .unwrap_or_default();
         let tmpdirs = match &ctx.temporary_directories {
             Some(v) => v.iter().map(native).collect::<Result<Vec<_>, _>>()?,
-            None => std::env::var_os("TMPDIR").map(PathBuf::from).into_iter().collect(),
+            None => std::env::var_os("TMPDIR")
+                .map(PathBuf::from)
+                .into_iter()
+                .collect(),
         };
-        Ok(Resolver { cwd, roots, tmpdirs })
+        Ok(Resolver {
+            cwd,
+            roots,
+            tmpdirs,
+        })
     }
 
     fn cwd(&self) -> Result<&Path, PolicyError> {
@@ -149,8 +167,11 @@ impl Resolver {
                 SpecialKind::Minimal => MINIMAL_PATHS.iter().map(PathBuf::from).collect(),
                 SpecialKind::CurrentWorkingDirectory => vec![self.cwd()?.to_path_buf()],
                 SpecialKind::ProjectRoots => {
-                    let roots =
-                        if self.roots.is_empty() { vec![self.cwd()?.to_path_buf()] } else { self.roots.clone() };
+                    let roots = if self.roots.is_empty() {
+                        vec![self.cwd()?.to_path_buf()]
+                    } else {
+                        self.roots.clone()
+                    };
                     match &value.subpath {
                         Some(sub) => roots.into_iter().map(|r| r.join(sub)).collect(),
                         None => roots,
@@ -173,7 +194,9 @@ impl Resolver {
                 Access::Deny | Access::None => RuleAccess::Deny,
             };
             for path in self.paths_of(entry, depth)? {
-                let Ok(path) = std::fs::canonicalize(&path) else { continue };
+                let Ok(path) = std::fs::canonicalize(&path) else {
+                    continue;
+                };
                 let slot = by_path.entry(path).or_insert(access);
                 *slot = (*slot).max(access);
             }
@@ -191,11 +214,15 @@ impl Resolver {
                 }
             }
         }
-        let mut rules: Vec<Rule> =
-            by_path.into_iter().map(|(path, access)| Rule { path, access }).collect();
+        let mut rules: Vec<Rule> = by_path
+            .into_iter()
+            .map(|(path, access)| Rule { path, access })
+            .collect();
         rules.sort_by(|a, b| {
             let depth = |p: &Path| p.components().count();
-            depth(&a.path).cmp(&depth(&b.path)).then_with(|| a.path.cmp(&b.path))
+            depth(&a.path)
+                .cmp(&depth(&b.path))
+                .then_with(|| a.path.cmp(&b.path))
         });
         Ok(rules)
     }
@@ -225,8 +252,10 @@ mod tests {
         let c = ctx(serde_json::json!({"permissions": {"type": "disabled"},
             "windowsSandboxLevel": "disabled"}));
         assert_eq!(Policy::from_context(&c, None).unwrap(), None);
-        let c = ctx(serde_json::json!({"permissions": {"type": "managed", "network": "enabled",
-            "file_system": {"type": "unrestricted"}}, "windowsSandboxLevel": "disabled"}));
+        let c = ctx(
+            serde_json::json!({"permissions": {"type": "managed", "network": "enabled",
+            "file_system": {"type": "unrestricted"}}, "windowsSandboxLevel": "disabled"}),
+        );
         assert_eq!(Policy::from_context(&c, None).unwrap(), None);
     }
 
@@ -236,7 +265,10 @@ mod tests {
         let w = std::fs::canonicalize(d.path()).unwrap();
         std::fs::create_dir(w.join(".git")).unwrap();
         let mut j = read_only(&w);
-        j["permissions"]["file_system"]["entries"].as_array_mut().unwrap().push(serde_json::json!(
+        j["permissions"]["file_system"]["entries"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
             {"path": {"type": "special", "value": {"kind": "current_working_directory"}},
              "access": "write"}));
         let p = Policy::from_context(&ctx(j), None).unwrap().unwrap();
@@ -244,9 +276,18 @@ mod tests {
         assert_eq!(
             p.filesystem.unwrap(),
             vec![
-                Rule { path: "/".into(), access: RuleAccess::Read },
-                Rule { path: w.clone(), access: RuleAccess::Write },
-                Rule { path: w.join(".git"), access: RuleAccess::Read },
+                Rule {
+                    path: "/".into(),
+                    access: RuleAccess::Read
+                },
+                Rule {
+                    path: w.clone(),
+                    access: RuleAccess::Write
+                },
+                Rule {
+                    path: w.join(".git"),
+                    access: RuleAccess::Read
+                },
             ]
         );
     }
@@ -271,13 +312,27 @@ mod tests {
         std::fs::write(w.join("a/b/.env"), b"").unwrap();
         std::fs::write(w.join(".env"), b"").unwrap();
         let mut j = read_only(&w);
-        let entries = j["permissions"]["file_system"]["entries"].as_array_mut().unwrap();
-        entries.push(serde_json::json!({"path": {"type": "glob_pattern", "pattern": "**/.env"},
-            "access": "deny"}));
+        let entries = j["permissions"]["file_system"]["entries"]
+            .as_array_mut()
+            .unwrap();
+        entries.push(
+            serde_json::json!({"path": {"type": "glob_pattern", "pattern": "**/.env"},
+            "access": "deny"}),
+        );
         entries.push(serde_json::json!({"path": {"type": "path",
             "path": PathUri::from_path(&w.join(".env")).unwrap().as_str()}, "access": "write"}));
-        let rules = Policy::from_context(&ctx(j), None).unwrap().unwrap().filesystem.unwrap();
-        assert!(rules.contains(&Rule { path: w.join(".env"), access: RuleAccess::Deny }));
-        assert!(rules.contains(&Rule { path: w.join("a/b/.env"), access: RuleAccess::Deny }));
+        let rules = Policy::from_context(&ctx(j), None)
+            .unwrap()
+            .unwrap()
+            .filesystem
+            .unwrap();
+        assert!(rules.contains(&Rule {
+            path: w.join(".env"),
+            access: RuleAccess::Deny
+        }));
+        assert!(rules.contains(&Rule {
+            path: w.join("a/b/.env"),
+            access: RuleAccess::Deny
+        }));
     }
 }

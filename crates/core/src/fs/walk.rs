@@ -8,7 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use exec_server_protocol::fs::{WalkEntry, WalkEntryKind, WalkError, WalkOptions, WalkResult};
 use exec_server_protocol::PathUri;
@@ -129,7 +129,7 @@ fn sorted_names(dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
-fn push_error(out: &mut WalkResult, path: &PathBuf, e: &std::io::Error) {
+fn push_error(out: &mut WalkResult, path: &Path, e: &std::io::Error) {
     if let Some(uri) = PathUri::from_path(path) {
         out.errors.push(WalkError {
             path: uri,

@@ -1,0 +1,122 @@
+//! The connection engine over a real socket: pipelining, concurrency, ordering, error codes.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{b64, Server};
+
+#[tokio::test]
+async fn ten_thousand_pipelined_requests_and_a_timely_ping() {
+    let server = Server::start(&[]);
+    let (c, _) = server.session().await;
+    let (mut sink, mut stream) = c.ws.split();
+    let n = 10_000;
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            let m = json!({"id": 100 + i, "method": "environment/status"});
+            sink.feed(Message::Text(m.to_string().into()))
+                .await
+                .unwrap();
+            if i == n / 2 {
+                sink.feed(Message::Ping(b"p".to_vec().into()))
+                    .await
+                    .unwrap();
+            }
+        }
+        sink.flush().await.unwrap();
+        sink
+    });
+    let start = Instant::now();
+    let mut answered = 0;
+    let mut pong_after = None;
+    while answered < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("stalled")
+            .expect("closed")
+            .expect("ws error");
+        match m {
+            Message::Text(_) => answered += 1,
+            Message::Pong(_) => pong_after = Some(start.elapsed()),
+            _ => {}
+        }
+    }
+    let _sink = sender.await.unwrap();
+    let pong = pong_after.expect("ping answered");
+    assert!(pong < Duration::from_secs(5), "pong after {pong:?}");
+}
+
+#[tokio::test]
+async fn long_poll_does_not_block_other_requests() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.sh("cat", "cat", json!({"pipeStdin": true})).await;
+    let poll = c
+        .request_async("process/read", json!({"processId": "cat", "waitMs": 5000}))
+        .await;
+    let t0 = Instant::now();
+    let w = c
+        .call(
+            "process/write",
+            json!({"processId": "cat", "chunk": b64(b"x\n"), "writeId": "1"}),
+        )
+        .await;
+    assert_eq!(w["status"], "accepted");
+    let r = c.response(poll).await;
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(r["result"]["chunks"][0]["chunk"], b64(b"x\n"));
+}
+
+#[tokio::test]
+async fn stdin_writes_keep_arrival_order_under_concurrency() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.sh("cat", "cat", json!({"pipeStdin": true})).await;
+    let mut expect = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let line = format!("line {i}\n");
+        expect.extend_from_slice(line.as_bytes());
+        ids.push(
+            c.request_async(
+                "process/write",
+                json!({"processId": "cat", "chunk": b64(line.as_bytes()), "writeId": i.to_string()}),
+            )
+            .await,
+        );
+    }
+    for id in ids {
+        assert_eq!(c.response(id).await["result"]["status"], "accepted");
+    }
+    c.wait_output("cat", expect.len()).await;
+    assert_eq!(c.output("cat"), expect);
+}
+
+#[tokio::test]
+async fn error_codes_and_lifecycle() {
+    let server = Server::start(&[]);
+    let mut c = server.connect().await;
+    assert_eq!(c.error_code("environment/info", json!({})).await, -32600);
+    assert_eq!(c.error_code("nope/x", json!({})).await, -32601);
+    assert_eq!(c.error_code("process/start", json!({})).await, -32602);
+    c.send(json!({"id": null, "method": "environment/info"}))
+        .await;
+    let v = c.recv().await.unwrap();
+    assert_eq!(
+        (v["id"].as_i64(), v["error"]["code"].as_i64()),
+        (Some(-1), Some(-32600))
+    );
+    c.ws.send(Message::Text("[1,2]".into())).await.unwrap();
+    let v = c.recv().await.unwrap();
+    assert_eq!(v["error"]["code"], -32600);
+    c.handshake(None).await;
+    assert_eq!(
+        c.error_code("initialize", json!({"clientName": "again"}))
+            .await,
+        -32600
+    );
+    assert_eq!(c.error_code("environment/info", json!([])).await, -32602);
+}

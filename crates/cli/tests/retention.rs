@@ -1,0 +1,73 @@
+//! Output retention: back-pressure instead of loss, explicit gaps for evicted output.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{unb64, Server};
+
+const MIB: usize = 1 << 20;
+
+#[tokio::test]
+async fn undelivered_output_is_never_dropped() {
+    // 1 MiB of retention, 24 MiB of output, nobody attached: the child must wait for us.
+    let server = Server::start(&["--retention-per-process", "1048576"]);
+    let (mut a, sid) = server.session().await;
+    a.sh("big", "head -c 25165824 /dev/zero", json!({})).await;
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut b = server.connect().await;
+    b.handshake(Some(&sid)).await;
+    // Take everything with process/read while notifications also arrive: every seq must be
+    // delivered one way or the other, and the byte total must be exact.
+    let mut got = std::collections::BTreeMap::new();
+    let mut after = 0u64;
+    loop {
+        let r = b
+            .call(
+                "process/read",
+                json!({"processId": "big", "afterSeq": after, "waitMs": 1000}),
+            )
+            .await;
+        for ch in r["chunks"].as_array().unwrap() {
+            got.insert(
+                ch["seq"].as_u64().unwrap(),
+                unb64(ch["chunk"].as_str().unwrap()).len(),
+            );
+        }
+        after = r["nextSeq"].as_u64().unwrap() - 1;
+        if r["closed"] == true {
+            break;
+        }
+    }
+    b.wait_event("process/closed", "big").await;
+    for n in b.notes.iter().filter(|n| n["method"] == "process/output") {
+        let len = unb64(n["params"]["chunk"].as_str().unwrap()).len();
+        got.insert(n["params"]["seq"].as_u64().unwrap(), len);
+    }
+    assert_eq!(got.values().sum::<usize>(), 24 * MIB);
+    // Only the exit event may sit between output seqs: at most one seq without bytes.
+    let last = *got.keys().last().unwrap();
+    assert!(got.len() as u64 + 1 >= last, "some seq was never delivered");
+}
+
+#[tokio::test]
+async fn evicted_output_is_reported_as_a_gap() {
+    let server = Server::start(&["--retention-per-process", "1048576"]);
+    let (mut c, _) = server.session().await;
+    c.sh("big", "head -c 8388608 /dev/zero", json!({})).await;
+    c.wait_event("process/closed", "big").await;
+    assert_eq!(c.output("big").len(), 8 * MIB);
+    let r = c.call("process/read", json!({"processId": "big"})).await;
+    let gap = &r["gap"];
+    assert_eq!(gap["fromSeq"], 1);
+    let first = r["chunks"][0]["seq"].as_u64().unwrap();
+    assert_eq!(gap["toSeq"].as_u64().unwrap(), first - 1);
+    let retained: usize = r["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| unb64(c["chunk"].as_str().unwrap()).len())
+        .sum();
+    assert_eq!(gap["bytes"].as_u64().unwrap() as usize + retained, 8 * MIB);
+}

@@ -1,0 +1,118 @@
+//! Transports: /readyz, Origin refusal, close codes, stdio framing.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+use crate::support::{b64, Server, BIN};
+
+async fn http_get(server: &Server, path: &str, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.url.trim_start_matches("ws://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn readyz_and_routes() {
+    let server = Server::start(&[]);
+    assert!(http_get(&server, "/readyz", "")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(http_get(&server, "/nope", "")
+        .await
+        .starts_with("HTTP/1.1 404"));
+    assert!(http_get(&server, "/", "").await.starts_with("HTTP/1.1 4"));
+}
+
+#[tokio::test]
+async fn upgrade_with_origin_is_refused() {
+    let server = Server::start(&[]);
+    let mut req = server.url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+}
+
+#[tokio::test]
+async fn oversized_message_gets_close_1009_and_others_survive() {
+    let server = Server::start(&["--max-message-bytes", "1048576"]);
+    let (mut good, _) = server.session().await;
+    let (mut c, _) = server.session().await;
+    let data = vec![7u8; 2 << 20];
+    let msg = json!({"id": 9, "method": "fs/writeFile",
+                     "params": {"path": "file:///tmp/never", "dataBase64": b64(&data)}});
+    let _ = c.ws.send(Message::Text(msg.to_string().into())).await;
+    let mut code = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), c.ws.next()).await {
+        match m {
+            Ok(Message::Close(Some(f))) => {
+                code = Some(u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(code, Some(1009));
+    assert!(good.call("environment/info", json!({})).await["shell"].is_object());
+}
+
+#[tokio::test]
+async fn protocol_violation_closes_with_a_close_frame() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.send(json!({"method": "bogus"})).await;
+    let mut code = None;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), c.ws.next()).await {
+        if let Ok(Message::Close(Some(f))) = m {
+            code = Some(u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1008));
+}
+
+#[test]
+fn stdio_framing_and_flush_on_eof() {
+    #[allow(clippy::disallowed_methods)]
+    let mut child = Command::new(BIN)
+        .args(["--listen", "stdio"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let lines = [
+        json!({"id": 1, "method": "initialize", "params": {"clientName": "s"}}),
+        json!({"method": "initialized"}),
+        json!({"id": 2, "method": "process/read", "params": {"processId": "x"}}),
+        json!({"id": 3, "method": "environment/info"}),
+    ];
+    for l in &lines {
+        writeln!(stdin, "{l}").unwrap();
+    }
+    writeln!(stdin).unwrap(); // blank lines are skipped
+    writeln!(stdin, "{{broken").unwrap();
+    drop(stdin);
+    let out: Vec<Value> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).expect("every stdout line is JSON"))
+        .collect();
+    assert!(child.wait().unwrap().success());
+    let ids: Vec<i64> = out.iter().filter_map(|v| v["id"].as_i64()).collect();
+    for want in [1, 2, 3, -1] {
+        assert!(ids.contains(&want), "missing reply {want}: {out:?}");
+    }
+}
