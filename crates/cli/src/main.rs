@@ -12,6 +12,10 @@ use exec_server_server::{transport, ServerState};
 use crate::args::{Cli, Listen};
 
 fn main() -> std::process::ExitCode {
+    // The same binary serves as the sandbox helper: hidden first arguments select it.
+    if let Some(code) = exec_server_core::fs::sandboxed::maybe_run_helper() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod engine;
+mod http;
 mod process;
 mod retention;
 mod sessions;

@@ -80,6 +80,11 @@ async fn extension_signals_are_delivered() {
         json!({"processId": "s", "signal": "user1"}),
     )
     .await;
+    c.wait_note(|n| {
+        n["method"] == "process/output"
+            && unb64(n["params"]["chunk"].as_str().unwrap_or("")).starts_with(b"got-usr1")
+    })
+    .await;
     c.call(
         "process/signal",
         json!({"processId": "s", "signal": "hangup"}),

@@ -7,6 +7,7 @@
 pub mod env_policy;
 pub mod environment;
 pub mod fs;
+pub mod http;
 pub mod limits;
 pub mod process;
 pub mod pty;

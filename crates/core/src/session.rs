@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use exec_server_protocol::process::StartParams;
+use exec_server_protocol::process::{SandboxType, StartParams};
 use tokio::sync::watch;
 
 use crate::env_policy;
@@ -49,6 +49,9 @@ pub enum StartError {
     /// The cwd URI is not a path of this host.
     #[error("{0}")]
     Cwd(exec_server_protocol::PathUriError),
+    /// The sandbox context cannot become a policy (e.g. it needs a cwd).
+    #[error("{0}")]
+    Sandbox(exec_server_sandbox::PolicyError),
     /// The OS refused to start it.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
@@ -113,11 +116,19 @@ impl Session {
 
     /// Starts a process. The id is reserved while the child is spawned and released if the
     /// spawn fails.
-    pub fn start(self: &Arc<Self>, params: &StartParams) -> Result<Arc<Process>, StartError> {
+    pub fn start(
+        self: &Arc<Self>,
+        params: &StartParams,
+    ) -> Result<(Arc<Process>, SandboxType), StartError> {
         if params.argv.is_empty() {
             return Err(StartError::EmptyArgv);
         }
         let cwd = params.cwd.to_path().map_err(StartError::Cwd)?;
+        let policy = match &params.sandbox {
+            None => None,
+            Some(ctx) => exec_server_sandbox::Policy::from_context(ctx, Some(&cwd))
+                .map_err(StartError::Sandbox)?,
+        };
         {
             let mut table = self.table();
             if table.contains_key(&params.process_id) {
@@ -129,7 +140,7 @@ impl Session {
             table.insert(params.process_id.clone(), Slot::Starting);
         }
         let env = env_policy::build(&params.env, params.env_policy.as_ref(), std::env::vars());
-        let spec = SpawnSpec {
+        let mut spec = SpawnSpec {
             argv: params.argv.clone(),
             arg0: params.arg0.clone(),
             cwd,
@@ -137,7 +148,15 @@ impl Session {
             tty: params.tty,
             pipe_stdin: params.pipe_stdin,
         };
-        let spawned = match spawn::spawn(&spec) {
+        let sandbox_type = match &policy {
+            None => SandboxType::None,
+            Some(_) => SandboxType::LinuxSeccomp,
+        };
+        let prepared = match &policy {
+            None => Ok(()),
+            Some(policy) => spawn::sandbox(&mut spec, policy),
+        };
+        let spawned = match prepared.and_then(|()| spawn::spawn(&spec)) {
             Ok(s) => s,
             Err(e) => {
                 self.table().remove(&params.process_id);
@@ -154,7 +173,7 @@ impl Session {
         self.table()
             .insert(params.process_id.clone(), Slot::Ready(proc.clone()));
         tokio::spawn(forget_after_retention(Arc::downgrade(self), proc.clone()));
-        Ok(proc)
+        Ok((proc, sandbox_type))
     }
 
     /// Kills every process (used when the session expires or the server stops).

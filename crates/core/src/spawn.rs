@@ -91,6 +91,62 @@ impl From<io::Error> for SpawnError {
     }
 }
 
+/// Rewrites `spec` so the program runs confined by `policy`: the program is resolved first (so
+/// a missing or non-executable program still fails the start), then run through the sandbox
+/// helper (our own binary), which confines itself before it executes the program. An `arg0`
+/// override does not survive the helper's exec.
+pub fn sandbox(
+    spec: &mut SpawnSpec,
+    policy: &exec_server_sandbox::Policy,
+) -> Result<(), SpawnError> {
+    let program = resolve_program(spec)?;
+    let mut argv = vec![program];
+    argv.extend(spec.argv.iter().skip(1).cloned());
+    spec.argv = exec_server_sandbox::wrap_argv("/proc/self/exe", policy, &argv);
+    spec.arg0 = None;
+    Ok(())
+}
+
+/// Finds the executable `spec.argv[0]` names: a path relative to the cwd, or a bare name on
+/// the child's `PATH` (the server's when the child has none).
+fn resolve_program(spec: &SpawnSpec) -> Result<String, SpawnError> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = spec.argv.first().map(String::as_str).unwrap_or_default();
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![spec.cwd.join(name)]
+    } else {
+        let path = spec
+            .env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| PathBuf::from(d).join(name))
+            .collect()
+    };
+    if !spec.cwd.is_dir() {
+        return Err(io::Error::from(io::ErrorKind::NotFound).into());
+    }
+    let mut denied = false;
+    for c in candidates {
+        match std::fs::metadata(&c) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {
+                return Ok(c.to_string_lossy().into_owned())
+            }
+            Ok(_) => denied = true,
+            Err(_) => {}
+        }
+    }
+    let kind = if denied {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::NotFound
+    };
+    Err(io::Error::from(kind).into())
+}
+
 /// Starts the child. Must run inside a tokio runtime.
 pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let (program, args) = spec

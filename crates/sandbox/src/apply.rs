@@ -59,18 +59,24 @@ pub fn confine(plan: &Plan) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// A new mount namespace; unprivileged callers first get a user namespace (mapping only
+/// their own ids) that owns it. Root keeps its user namespace: a process cannot map the
+/// whole id range from inside a namespace it just created, and with one id mapped root
+/// would lose access to files of other users. Either way the capabilities that could undo
+/// the mounts are dropped before anything runs, and a nested user namespace only sees the
+/// mounts locked.
 fn enter_namespaces() -> Result<(), SandboxError> {
     let (euid, egid) = euid_egid();
-    sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
-        .map_err(|e| SandboxError::step("creating user and mount namespaces", e))?;
-    let write = |file: &str, content: String| {
-        std::fs::write(file, content).map_err(|e| SandboxError::step(format!("writing {file}"), e))
-    };
     if euid == 0 {
-        // Root may map every id, so files keep their owners inside.
-        write("/proc/self/uid_map", "0 0 4294967295".into())?;
-        write("/proc/self/gid_map", "0 0 4294967295".into())?;
+        sys::unshare(libc::CLONE_NEWNS)
+            .map_err(|e| SandboxError::step("creating a mount namespace", e))?;
     } else {
+        sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
+            .map_err(|e| SandboxError::step("creating user and mount namespaces", e))?;
+        let write = |file: &str, content: String| {
+            std::fs::write(file, content)
+                .map_err(|e| SandboxError::step(format!("writing {file}"), e))
+        };
         write("/proc/self/setgroups", "deny".into())?;
         write("/proc/self/uid_map", format!("{euid} {euid} 1"))?;
         write("/proc/self/gid_map", format!("{egid} {egid} 1"))?;

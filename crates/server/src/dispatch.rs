@@ -13,7 +13,7 @@ use exec_server_protocol::{codes, environment, fs, http, jsonrpc, process, Error
 use exec_server_protocol::{Method, RequestId};
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::OutMsg;
 use crate::handlers;
@@ -35,6 +35,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) lifecycle: &'a Lifecycle,
     pub(crate) state: &'a Arc<ServerState>,
     pub(crate) handles: &'a Arc<HandleTable>,
+    pub(crate) http: &'a Arc<handlers::http::Streams>,
     pub(crate) out: &'a mpsc::Sender<OutMsg>,
 }
 
@@ -44,12 +45,43 @@ pub(crate) struct Call {
     pub(crate) session: Arc<Session>,
     pub(crate) state: Arc<ServerState>,
     pub(crate) handles: Arc<HandleTable>,
+    /// The connection's streamed HTTP bodies.
+    #[allow(dead_code)] // used by the http handlers
+    pub(crate) http: Arc<handlers::http::Streams>,
+    /// The connection's outgoing messages (for connection-scoped notifications).
     #[allow(dead_code)] // used by the http handlers for body deltas
     pub(crate) out: mpsc::Sender<OutMsg>,
+    /// Tells the handler when its reply has been queued on `out`.
+    pub(crate) on_reply: OnReply,
 }
 
 /// A running request: resolves to the encoded reply.
-pub(crate) type Reply = BoxFuture<'static, String>;
+pub(crate) type Reply = BoxFuture<'static, Replied>;
+
+/// An encoded reply, and the signal to fire once it is queued if its handler asked for one.
+pub(crate) struct Replied {
+    pub(crate) text: String,
+    pub(crate) queued: Option<oneshot::Sender<()>>,
+}
+
+/// Lets a handler learn when its reply is in the connection's outgoing queue, so that what it
+/// sends on `out` afterwards follows the reply (a streamed `http/request` sends its body deltas
+/// only after its response, spec §6.3).
+#[derive(Clone, Default)]
+pub(crate) struct OnReply(Arc<std::sync::Mutex<Option<oneshot::Sender<()>>>>);
+
+impl OnReply {
+    /// Resolves once the reply is queued; fails if it never will be (cancelled or panicked).
+    pub(crate) fn queued(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn take(&self) -> Option<oneshot::Sender<()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
 
 /// Decodes and gates a request and returns the future that answers it. Synchronous work done
 /// by a handler's preparation (before its `async` block) happens here, in arrival order.
@@ -146,14 +178,21 @@ impl Route<'_, '_> {
             session,
             state: self.ctx.state.clone(),
             handles: self.ctx.handles.clone(),
+            http: self.ctx.http.clone(),
             out: self.ctx.out.clone(),
+            on_reply: OnReply::default(),
         };
+        let on_reply = call.on_reply.clone();
         let fut = handler(call, params);
         let id = self.id.clone();
         Ok(Box::pin(async move {
-            match fut.await {
+            let text = match fut.await {
                 Ok(result) => jsonrpc::encode_result(&id, &result),
                 Err(RpcError(e)) => jsonrpc::encode_error(&id, &e),
+            };
+            Replied {
+                text,
+                queued: on_reply.take(),
             }
         }))
     }

@@ -54,7 +54,7 @@ pub(crate) fn fs_error(e: exec_server_core::fs::FsError) -> RpcError {
             _ => codes::INTERNAL_ERROR,
         },
         FsError::UnknownHandle(_) => codes::NOT_FOUND,
-        FsError::SandboxNeedsCwd => codes::INVALID_PARAMS,
+        FsError::SandboxNeedsCwd | FsError::SandboxPolicy(_) => codes::INVALID_PARAMS,
         FsError::NotAFile(_)
         | FsError::CopyNeedsRecursive
         | FsError::CopyIntoItself
@@ -70,6 +70,37 @@ pub(crate) fn fs_error(e: exec_server_core::fs::FsError) -> RpcError {
         _ => codes::INTERNAL_ERROR,
     };
     RpcError::new(code, e.to_string())
+}
+
+/// Spec §6: a request the caller got wrong (method, URL, headers, environment variables) is
+/// `-32602`; a failure while carrying it out (connect, DNS, TLS, timeout, body) is `-32603`.
+pub(crate) fn http_error(e: exec_server_core::http::HttpError) -> RpcError {
+    let code = if e.is_invalid_request() {
+        codes::INVALID_PARAMS
+    } else {
+        codes::INTERNAL_ERROR
+    };
+    RpcError::new(code, e.to_string())
+}
+
+#[cfg(test)]
+mod http_error_tests {
+    use super::*;
+    use exec_server_core::http::HttpError;
+
+    #[test]
+    fn caller_mistakes_are_invalid_params_and_failures_internal() {
+        let r = http_error(HttpError::UnsupportedScheme("ftp".into()));
+        assert_eq!(r.0.code, -32602);
+        assert_eq!(
+            r.0.message,
+            "http/request only supports http and https URLs, got ftp"
+        );
+        assert_eq!(
+            http_error(HttpError::BodyTooLarge { limit: 1 }).0.code,
+            -32603
+        );
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub enum FsError {
     /// A sandbox policy that needs a cwd came without one.
     #[error("file system sandbox context with dynamic permissions requires cwd")]
     SandboxNeedsCwd,
+    /// The sandbox context names paths this host cannot use.
+    #[error("invalid filesystem sandbox: {0}")]
+    SandboxPolicy(String),
     /// The sandbox cannot be applied here; the operation did not run.
     #[error("filesystem sandbox cannot be enforced on this executor: {0}")]
     SandboxUnavailable(String),

@@ -6,6 +6,8 @@
 //! order (stdin tickets) is taken by the reader before the task starts. Replies and process
 //! notifications meet in the writer task, so neither side ever waits for the other.
 
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::sync::Arc;
@@ -88,6 +90,7 @@ where
         tasks: TaskTracker::new(),
         cancel: CancellationToken::new(),
         handles: Arc::default(),
+        http: Arc::default(),
         info,
     };
     let closed_by_server = loop {
@@ -129,6 +132,7 @@ pub(crate) struct Connection {
     tasks: TaskTracker,
     cancel: CancellationToken,
     handles: Arc<exec_server_core::fs::HandleTable>,
+    http: Arc<crate::handlers::http::Streams>,
     info: TransportInfo,
 }
 
@@ -195,6 +199,7 @@ impl Connection {
                     lifecycle: &self.lifecycle,
                     state: &self.state,
                     handles: &self.handles,
+                    http: &self.http,
                     out: &self.out,
                 };
                 match dispatch::prepare(&method, params, &id, &ctx) {
@@ -271,15 +276,19 @@ impl Connection {
             let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
             let reply = tokio::select! {
                 r = run => match r {
-                    Ok(text) => text,
+                    Ok(reply) => reply,
                     Err(_) => {
                         tracing::error!(%id, "request handler panicked");
-                        jsonrpc::encode_error(&id, &ErrorObject::new(codes::INTERNAL_ERROR, "internal error: request handler panicked"))
+                        let text = jsonrpc::encode_error(&id, &ErrorObject::new(codes::INTERNAL_ERROR, "internal error: request handler panicked"));
+                        dispatch::Replied { text, queued: None }
                     }
                 },
                 _ = cancel.cancelled() => return,
             };
-            let _ = out.send(OutMsg::Text(reply)).await;
+            let _ = out.send(OutMsg::Text(reply.text)).await;
+            if let Some(queued) = reply.queued {
+                let _ = queued.send(());
+            }
             drop(permit);
         });
     }
@@ -301,6 +310,7 @@ impl Connection {
             }
         }
         self.cancel.cancel();
+        self.http.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         match std::mem::replace(&mut self.lifecycle, Lifecycle::New) {
             Lifecycle::Initializing(s) | Lifecycle::Ready(s) => {

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use exec_server_core::session::StartError;
 use exec_server_protocol::bytes::Base64;
-use exec_server_protocol::fs::PermissionProfile;
 use exec_server_protocol::process::{
-    OutputChunk, ReadParams, ReadResult, ResizeParams, SandboxType, SignalParams, StartParams,
-    StartResult, TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+    OutputChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams, StartResult,
+    TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use exec_server_protocol::{codes, Empty};
 
@@ -19,17 +18,7 @@ use crate::rpc_error::RpcError;
 const MAX_WAIT_MS: u64 = 300_000;
 
 pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, RpcError> {
-    let sandbox_type = match &p.sandbox {
-        None => SandboxType::None,
-        Some(s) if matches!(s.permissions, PermissionProfile::Disabled) => SandboxType::None,
-        Some(_) => {
-            return Err(RpcError::invalid_params(
-                "process sandboxing is not available on this executor yet",
-            )
-            .with_data(serde_json::json!({ "kind": "sandboxUnavailable" })))
-        }
-    };
-    call.session.start(&p).map_err(start_error)?;
+    let (_, sandbox_type) = call.session.start(&p).map_err(start_error)?;
     Ok(StartResult {
         process_id: p.process_id,
         sandbox_type: Some(sandbox_type),
@@ -43,6 +32,8 @@ fn start_error(e: StartError) -> RpcError {
             RpcError::invalid_request(e.to_string())
         }
         StartError::Cwd(e) => e.into(),
+        StartError::Sandbox(e) => RpcError::invalid_params(e.to_string())
+            .with_data(serde_json::json!({ "kind": "sandboxPreparation" })),
         StartError::Spawn(e) => {
             RpcError::internal(e.to_string()).with_data(serde_json::json!({ "kind": e.kind() }))
         }
