@@ -8,9 +8,27 @@ use exec_server_server::ServeConfig;
 
 /// exec-server: run processes, touch files and make HTTP calls for an AI agent harness, over
 /// JSON-RPC on a WebSocket or stdio. Wire-compatible with `codex exec-server`.
+///
+/// With no subcommand it serves (the flags below); client commands are subcommands.
 #[derive(Debug, Parser)]
-#[command(name = "exec-server", version, about, long_about = None)]
+#[command(name = "exec-server", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub(crate) struct Cli {
+    /// Serving flags (the default command).
+    #[command(flatten)]
+    pub(crate) serve: ServeArgs,
+
+    /// A client command instead of serving.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// Subcommands (client commands and helpers). Serving stays the default.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {}
+
+/// Flags of the server (the default command).
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
     /// Where to listen: `ws://IP:PORT` (port 0 picks a free port; the bound URL is printed as
     /// the first line of stdout) or `stdio` (newline-delimited JSON on stdin/stdout).
     #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:0")]
@@ -61,7 +79,7 @@ pub(crate) fn parse_listen(s: &str) -> anyhow::Result<Listen> {
     anyhow::bail!("unsupported --listen URL `{s}`; expected `ws://IP:PORT` or `stdio`")
 }
 
-impl Cli {
+impl ServeArgs {
     /// Validates the flags.
     pub(crate) fn into_config(self) -> anyhow::Result<(Listen, ServeConfig)> {
         let listen = parse_listen(&self.listen)?;

@@ -3,13 +3,11 @@
 
 mod args;
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
 use clap::Parser as _;
 use exec_server_server::{transport, ServerState};
 
-use crate::args::{Cli, Listen};
+use crate::args::{Cli, Listen, ServeArgs};
 
 fn main() -> std::process::ExitCode {
     // The same binary serves as the sandbox helper: hidden first arguments select it.
@@ -54,7 +52,14 @@ fn init_tracing() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (listen, config) = cli.into_config()?;
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(command) => match command {},
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (listen, config) = args.into_config()?;
     let state = ServerState::new(config);
     match listen {
         Listen::Stdio => {
@@ -109,7 +114,3 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
-
-/// Keeps `Arc` in scope for the type of `state` above.
-#[allow(dead_code)]
-type State = Arc<ServerState>;
