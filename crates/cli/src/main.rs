@@ -2,6 +2,7 @@
 //! WebSocket or stdio until stopped.
 
 mod args;
+mod serve_args;
 
 use anyhow::Context as _;
 use clap::Parser as _;
