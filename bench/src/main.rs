@@ -41,7 +41,7 @@ struct Args {
     /// Rounds per server (servers alternate: ours, upstream, ours, ...).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Comma-separated measurements to run: idle-rss, rpc, spawn, sleep200, multi-conn,
+    /// Comma-separated measurements to run: idle-rss, rpc, rpc-awake, spawn, sleep200, multi-conn,
     /// notify-stream, read-stream (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -55,6 +55,22 @@ pub(crate) const MEASURES: &[Measure] = &[
         timeout: Duration::from_secs(60),
     },
     Measure {
+        name: "rpc-awake",
+        figures: &[
+            fig(
+                "rpc_awake_p50_us",
+                "rpc round trip p50, CPUs kept awake (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "rpc_awake_p99_us",
+                "rpc round trip p99, CPUs kept awake (µs)",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
         name: "spawn",
         figures: &[
             fig("spawn_p50_us", "spawn round trip p50 (µs)", Better::Lower),
@@ -64,11 +80,18 @@ pub(crate) const MEASURES: &[Measure] = &[
     },
     Measure {
         name: "sleep200",
-        figures: &[fig(
-            "sleep_all_exited_s",
-            "N× sleep 1, all exited (s)",
-            Better::Lower,
-        )],
+        figures: &[
+            fig(
+                "sleep_all_exited_s",
+                "N× sleep 1, all exited (s)",
+                Better::Lower,
+            ),
+            fig(
+                "sleep_all_started_s",
+                "N× sleep 1, all starts answered (s)",
+                Better::Lower,
+            ),
+        ],
         timeout: Duration::from_secs(60),
     },
     Measure {
@@ -125,7 +148,11 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
     let url = server.url.as_str();
     match name {
         "idle-rss" => idle_rss(server).await,
-        "rpc" => rpc_round_trip(url, config.rpc_calls).await,
+        "rpc" => rpc_round_trip(url, config.rpc_calls, "rpc").await,
+        "rpc-awake" => {
+            let _spinners = server::Spinners::start().await?;
+            rpc_round_trip(url, config.rpc_calls, "rpc_awake").await
+        }
         "spawn" => spawn_round_trip(url, config.spawn_runs).await,
         "sleep200" => concurrent_sleepers(url, config.sleepers).await,
         "multi-conn" => parallel_spawners(url, config.conns, config.spawns_per_conn).await,
@@ -180,7 +207,8 @@ async fn idle_rss(server: &Server) -> Result<Figures> {
     Ok(vec![("rss_kib", kib as f64)])
 }
 
-async fn rpc_round_trip(url: &str, calls: usize) -> Result<Figures> {
+/// `prefix` names the figures (`rpc` or `rpc_awake`).
+async fn rpc_round_trip(url: &str, calls: usize, prefix: &str) -> Result<Figures> {
     let mut client = Client::connect_initialized(url).await?;
     for _ in 0..calls.min(100) {
         client.call("environment/info", Value::Null).await?;
@@ -192,9 +220,14 @@ async fn rpc_round_trip(url: &str, calls: usize) -> Result<Figures> {
         samples.push(started.elapsed());
     }
     samples.sort();
+    let (p50, p99) = if prefix == "rpc" {
+        ("rpc_p50_us", "rpc_p99_us")
+    } else {
+        ("rpc_awake_p50_us", "rpc_awake_p99_us")
+    };
     Ok(vec![
-        ("rpc_p50_us", percentile_us(&samples, 50)),
-        ("rpc_p99_us", percentile_us(&samples, 99)),
+        (p50, percentile_us(&samples, 50)),
+        (p99, percentile_us(&samples, 99)),
     ])
 }
 
@@ -242,6 +275,7 @@ async fn concurrent_sleepers(url: &str, count: usize) -> Result<Figures> {
             .await
             .with_context(|| format!("process/start sleep-{i}"))?;
     }
+    let all_started = started.elapsed().as_secs_f64();
     let mut exited = vec![false; count];
     let mut remaining = count;
     while remaining > 0 {
@@ -259,10 +293,10 @@ async fn concurrent_sleepers(url: &str, count: usize) -> Result<Figures> {
             }
         }
     }
-    Ok(vec![(
-        "sleep_all_exited_s",
-        started.elapsed().as_secs_f64(),
-    )])
+    Ok(vec![
+        ("sleep_all_exited_s", started.elapsed().as_secs_f64()),
+        ("sleep_all_started_s", all_started),
+    ])
 }
 
 async fn parallel_spawners(url: &str, conns: usize, per_conn: usize) -> Result<Figures> {

@@ -279,6 +279,49 @@ pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// Busy-looping `SCHED_IDLE` processes, one per CPU, that keep the CPUs out of their idle
+/// states (on a VM, waking a halted vCPU adds tens of µs to every round trip) without taking
+/// time from anything else: the scheduler runs them only when nothing else wants the CPU.
+pub(crate) struct Spinners {
+    children: Vec<Child>,
+}
+
+impl Spinners {
+    pub(crate) async fn start() -> Result<Self> {
+        let (nproc, _) = machine();
+        let mut children = Vec::new();
+        for _ in 0..nproc.max(1) {
+            // The bench is a client, not the server: these are its own helper processes.
+            #[allow(clippy::disallowed_methods)]
+            let child = Command::new("chrt")
+                .args(["--idle", "0", "sh", "-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a SCHED_IDLE spinner (chrt --idle 0)")?;
+            children.push(child);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut spinners = Self { children };
+        for child in &mut spinners.children {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("SCHED_IDLE spinner exited at once ({status}); is chrt available?");
+            }
+        }
+        Ok(spinners)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+        }
+    }
+}
+
 /// CPU time (user + system) consumed so far by the bench process itself, in seconds.
 pub(crate) fn own_cpu_secs() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {

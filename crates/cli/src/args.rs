@@ -16,9 +16,22 @@ pub(crate) struct Cli {
     #[command(flatten)]
     pub(crate) serve: ServeArgs,
 
+    /// Log format on stderr (`RUST_LOG` sets the level).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+
     /// A client command instead of serving.
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands (client commands and helpers). Serving stays the default.

@@ -16,7 +16,7 @@ fn main() -> std::process::ExitCode {
         std::process::exit(code);
     }
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,14 +42,20 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr (stdout is the stdio transport), as text or one JSON object per line.
+/// Logs carry ids and reasons, never tokens, secrets or request bodies.
+fn init_tracing(format: args::LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        args::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        args::LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -34,6 +34,87 @@ pub(crate) struct ServeArgs {
     /// Largest accepted message (WebSocket message or stdio line), in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_message_bytes: usize,
+
+    /// WebSocket authentication: `capability-token` (a bearer token whose SHA-256 the server
+    /// knows) or `signed-bearer-token` (HS256 JWTs signed with a shared secret).
+    #[arg(long, value_name = "MODE", value_enum)]
+    ws_auth: Option<WsAuthMode>,
+
+    /// Absolute path of a file holding the capability token (whitespace trimmed).
+    #[arg(long, value_name = "PATH")]
+    ws_token_file: Option<std::path::PathBuf>,
+
+    /// SHA-256 of the capability token, as 64 hex characters.
+    #[arg(long, value_name = "HEX")]
+    ws_token_sha256: Option<String>,
+
+    /// Absolute path of a file holding the JWT secret (at least 32 bytes, trimmed).
+    #[arg(long, value_name = "PATH")]
+    ws_shared_secret_file: Option<std::path::PathBuf>,
+
+    /// Required JWT `iss`.
+    #[arg(long, value_name = "ISSUER")]
+    ws_issuer: Option<String>,
+
+    /// Required JWT `aud` (a string, or a member of the array).
+    #[arg(long, value_name = "AUDIENCE")]
+    ws_audience: Option<String>,
+
+    /// Clock skew allowed on JWT `exp` and `nbf`.
+    #[arg(long, value_name = "SECONDS")]
+    ws_max_clock_skew_seconds: Option<u64>,
+
+    /// Longest JWT lifetime accepted (`exp - iat`, or `exp - now` without `iat`).
+    #[arg(long, value_name = "SECONDS")]
+    ws_max_token_lifetime_seconds: Option<u64>,
+
+    /// Host name accepted in the upgrade's `Host` header (repeatable). Loopback names are
+    /// always accepted when bound to loopback; with none given on another address, any host is.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+
+    /// Serve a non-loopback address without `--ws-auth` (anyone who can reach the port can run
+    /// commands).
+    #[arg(long)]
+    allow_unauthenticated: bool,
+
+    /// Connections that have not finished their WebSocket upgrade.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_pending_connections: usize,
+
+    /// Open WebSocket connections.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_connections: usize,
+
+    /// Running processes per session.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_processes_per_session: usize,
+
+    /// Running processes per server.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_processes: usize,
+
+    /// Seconds a connection may take to send its HTTP request headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    header_read_timeout: u64,
+
+    /// Seconds after the WebSocket upgrade by which `initialize` must have succeeded.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    initialize_timeout: u64,
+
+    /// Seconds between WebSocket pings; a peer silent for two intervals is disconnected (its
+    /// session detaches).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    ping_interval: u64,
+}
+
+/// `--ws-auth` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum WsAuthMode {
+    /// A bearer token compared by its SHA-256.
+    CapabilityToken,
+    /// HS256 JWTs.
+    SignedBearerToken,
 }
 
 /// Where to serve.
@@ -79,8 +160,112 @@ impl ServeArgs {
         config.limits.session_ttl = Duration::from_secs(self.session_ttl);
         config.limits.closed_retention = Duration::from_secs(self.process_retention);
         config.limits.retention_bytes = self.retention_per_process;
+        config.limits.max_live_processes_per_session = self.max_processes_per_session;
+        config.limits.max_live_processes = self.max_processes;
+        config.max_pending_connections = self.max_pending_connections.max(1);
+        config.max_connections = self.max_connections.max(1);
+        config.header_read_timeout = Duration::from_secs(self.header_read_timeout.max(1));
+        config.initialize_deadline = Duration::from_secs(self.initialize_timeout.max(1));
+        config.ping_interval = Duration::from_secs(self.ping_interval.max(1));
+        config.auth = self.auth()?;
+        if let Listen::Ws(addr) = listen {
+            if !addr.ip().is_loopback() && !config.auth.is_enabled() && !self.allow_unauthenticated
+            {
+                anyhow::bail!(
+                    "refusing to serve {addr} without authentication: anyone who can reach it could run commands; configure --ws-auth, or pass --allow-unauthenticated"
+                );
+            }
+            config.hosts = exec_server_server::auth::HostPolicy {
+                loopback: addr.ip().is_loopback(),
+                allowed: self.allowed_hosts.clone(),
+            };
+        }
         Ok((listen, config))
     }
+
+    /// Validates the auth flags with upstream's messages.
+    fn auth(&self) -> anyhow::Result<exec_server_server::auth::WsAuth> {
+        use exec_server_server::auth::{token_sha256, JwtConfig, WsAuth};
+        let token_flags = self.ws_token_file.is_some() || self.ws_token_sha256.is_some();
+        let jwt_flags = self.ws_shared_secret_file.is_some()
+            || self.ws_issuer.is_some()
+            || self.ws_audience.is_some()
+            || self.ws_max_clock_skew_seconds.is_some()
+            || self.ws_max_token_lifetime_seconds.is_some();
+        match self.ws_auth {
+            None if token_flags || jwt_flags => anyhow::bail!(
+                "websocket auth flags require `--ws-auth capability-token` or `--ws-auth signed-bearer-token`"
+            ),
+            None => Ok(WsAuth::None),
+            Some(WsAuthMode::CapabilityToken) => {
+                if jwt_flags {
+                    anyhow::bail!("signed-bearer-token flags cannot be used with `--ws-auth capability-token`");
+                }
+                let sha256 = match (&self.ws_token_file, &self.ws_token_sha256) {
+                    (Some(_), Some(_)) => anyhow::bail!(
+                        "`--ws-token-file` and `--ws-token-sha256` are mutually exclusive"
+                    ),
+                    (None, None) => anyhow::bail!(
+                        "`--ws-token-file` or `--ws-token-sha256` is required when `--ws-auth capability-token` is set"
+                    ),
+                    (Some(path), None) => {
+                        let token = read_secret_file(path, "--ws-token-file")?;
+                        if token.is_empty() {
+                            anyhow::bail!("`--ws-token-file` {} is empty", path.display());
+                        }
+                        token_sha256(&token)
+                    }
+                    (None, Some(hex)) => parse_sha256(hex)?,
+                };
+                Ok(WsAuth::CapabilityToken { sha256 })
+            }
+            Some(WsAuthMode::SignedBearerToken) => {
+                if token_flags {
+                    anyhow::bail!("capability-token flags cannot be used with `--ws-auth signed-bearer-token`");
+                }
+                let path = self.ws_shared_secret_file.as_ref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "`--ws-shared-secret-file` is required when `--ws-auth signed-bearer-token` is set"
+                    )
+                })?;
+                let secret = read_secret_file(path, "--ws-shared-secret-file")?;
+                if secret.len() < 32 {
+                    anyhow::bail!("`--ws-shared-secret-file` must hold at least 32 bytes");
+                }
+                Ok(WsAuth::SignedBearer(JwtConfig {
+                    secret: secret.into_bytes(),
+                    issuer: self.ws_issuer.clone(),
+                    audience: self.ws_audience.clone(),
+                    max_clock_skew: Duration::from_secs(self.ws_max_clock_skew_seconds.unwrap_or(30)),
+                    max_lifetime: Duration::from_secs(
+                        self.ws_max_token_lifetime_seconds.unwrap_or(24 * 3600),
+                    ),
+                }))
+            }
+        }
+    }
+}
+
+fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    if !path.is_absolute() {
+        anyhow::bail!("`{flag}` must be an absolute path");
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read `{flag}` {}: {e}", path.display()))?;
+    Ok(text.trim().to_string())
+}
+
+fn parse_sha256(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let hex = hex.trim();
+    let bad = || anyhow::anyhow!("`--ws-token-sha256` must be 64 hexadecimal characters");
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

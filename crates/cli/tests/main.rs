@@ -3,10 +3,13 @@
 
 mod support;
 
+mod auth;
 mod cli;
 mod engine;
 mod http;
+mod limits;
 mod process;
 mod retention;
 mod sessions;
 mod transport;
+mod watch;

@@ -18,7 +18,7 @@ pub fn capabilities() -> BTreeMap<String, bool> {
         ("credentialMasking", false),
         ("credentialMaskingCustomProviders", false),
         ("capabilityDiscoverySandbox", false),
-        ("fsWatchMissing", false),
+        ("fsWatchMissing", true),
         ("capabilityDiscoveryV2", false),
         ("environmentConfigRead", false),
         ("httpHeaderEnvVars", true),

@@ -9,6 +9,7 @@ pub mod environment;
 pub mod fs;
 pub mod http;
 pub mod limits;
+pub mod managed_network;
 pub mod process;
 pub mod pty;
 pub mod session;

@@ -21,6 +21,12 @@ pub struct Limits {
     pub max_processes_per_session: usize,
     /// Sessions (attached or detached) per server.
     pub max_sessions: usize,
+    /// Running processes per session.
+    pub max_live_processes_per_session: usize,
+    /// Running processes per server.
+    pub max_live_processes: usize,
+    /// Bytes of `process/write` data queued for one process's stdin.
+    pub max_stdin_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +39,9 @@ impl Default for Limits {
             max_write_ids: 16_384,
             max_processes_per_session: 4096,
             max_sessions: 4096,
+            max_live_processes_per_session: 256,
+            max_live_processes: 1024,
+            max_stdin_queue_bytes: 8 << 20,
         }
     }
 }

@@ -62,8 +62,9 @@ impl PtyMaster {
     }
 }
 
+/// Registers `fd` with the runtime (also used for the inotify descriptor of `fs::watch`).
 #[allow(unsafe_code)]
-fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is an open descriptor that stays open, and keeps returning the same
     // number from `as_raw_fd`, until it is dropped together with the `AsyncFd`.
     unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)

@@ -2,6 +2,7 @@
 //! resumed by a new connection with `resumeSessionId`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use exec_server_protocol::process::{SandboxType, StartParams};
@@ -46,12 +47,18 @@ pub enum StartError {
     /// The session holds its maximum number of processes.
     #[error("too many processes in this session (at most {0})")]
     TooMany(usize),
+    /// Too many processes are running in this session or on this server.
+    #[error("too many running processes ({0}); wait for some to exit")]
+    TooManyRunning(String),
     /// The cwd URI is not a path of this host.
     #[error("{0}")]
     Cwd(exec_server_protocol::PathUriError),
     /// The sandbox context cannot become a policy (e.g. it needs a cwd).
     #[error("{0}")]
     Sandbox(exec_server_sandbox::PolicyError),
+    /// `enforceManagedNetwork` with a context that cannot be set up.
+    #[error(transparent)]
+    ManagedNetwork(#[from] crate::managed_network::ManagedNetworkError),
     /// The OS refused to start it.
     #[error(transparent)]
     Spawn(#[from] SpawnError),
@@ -78,9 +85,56 @@ pub struct Session {
     attachment: Mutex<(Attachment, u64)>,
     sink: watch::Sender<Option<EventSender>>,
     limits: Arc<Limits>,
+    /// Running processes of this session.
+    live: Arc<AtomicUsize>,
+    /// Running processes of the whole server.
+    server_live: Arc<AtomicUsize>,
+}
+
+/// Holds one place in the running-process counts; released when the child has exited.
+#[derive(Debug)]
+pub struct LiveSlot {
+    counters: [Arc<AtomicUsize>; 2],
+}
+
+impl Drop for LiveSlot {
+    fn drop(&mut self) {
+        for c in &self.counters {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Takes a place under `max` in `counter`, or fails.
+fn take(counter: &AtomicUsize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 impl Session {
+    fn reserve_live(&self) -> Result<LiveSlot, StartError> {
+        let l = &self.limits;
+        if !take(&self.server_live, l.max_live_processes) {
+            return Err(StartError::TooManyRunning(format!(
+                "at most {} per server",
+                l.max_live_processes
+            )));
+        }
+        if !take(&self.live, l.max_live_processes_per_session) {
+            self.server_live.fetch_sub(1, Ordering::AcqRel);
+            return Err(StartError::TooManyRunning(format!(
+                "at most {} per session",
+                l.max_live_processes_per_session
+            )));
+        }
+        Ok(LiveSlot {
+            counters: [self.live.clone(), self.server_live.clone()],
+        })
+    }
+
     /// The session id.
     pub fn id(&self) -> &str {
         &self.id
@@ -124,11 +178,21 @@ impl Session {
             return Err(StartError::EmptyArgv);
         }
         let cwd = params.cwd.to_path().map_err(StartError::Cwd)?;
-        let policy = match &params.sandbox {
+        let mut policy = match &params.sandbox {
             None => None,
             Some(ctx) => exec_server_sandbox::Policy::from_context(ctx, Some(&cwd))
                 .map_err(StartError::Sandbox)?,
         };
+        if params.enforce_managed_network {
+            let managed = crate::managed_network::resolve(params.managed_network.as_ref())?;
+            policy = Some(match policy {
+                Some(mut p) => {
+                    p.managed_network = Some(managed);
+                    p
+                }
+                None => exec_server_sandbox::Policy::managed_network_only(managed),
+            });
+        }
         {
             let mut table = self.table();
             if table.contains_key(&params.process_id) {
@@ -139,7 +203,17 @@ impl Session {
             }
             table.insert(params.process_id.clone(), Slot::Starting);
         }
-        let env = env_policy::build(&params.env, params.env_policy.as_ref(), std::env::vars());
+        let slot = match self.reserve_live() {
+            Ok(s) => s,
+            Err(e) => {
+                self.table().remove(&params.process_id);
+                return Err(e);
+            }
+        };
+        let mut env = env_policy::build(&params.env, params.env_policy.as_ref(), std::env::vars());
+        if let Some(managed) = policy.as_ref().and_then(|p| p.managed_network.as_ref()) {
+            crate::managed_network::proxy_env(&mut env, managed);
+        }
         let mut spec = SpawnSpec {
             argv: params.argv.clone(),
             arg0: params.arg0.clone(),
@@ -157,7 +231,10 @@ impl Session {
             Some(policy) => spawn::sandbox(&mut spec, policy),
         };
         let spawned = match prepared.and_then(|()| spawn::spawn(&spec)) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.sandboxed = policy.is_some();
+                s
+            }
             Err(e) => {
                 self.table().remove(&params.process_id);
                 return Err(e.into());
@@ -169,6 +246,7 @@ impl Session {
             spawned,
             self.limits.clone(),
             self.sink.subscribe(),
+            slot,
         );
         self.table()
             .insert(params.process_id.clone(), Slot::Ready(proc.clone()));
@@ -219,6 +297,7 @@ async fn forget_after_retention(session: std::sync::Weak<Session>, proc: Arc<Pro
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     limits: Arc<Limits>,
+    live: Arc<AtomicUsize>,
 }
 
 impl Sessions {
@@ -227,6 +306,7 @@ impl Sessions {
         Arc::new(Sessions {
             map: Mutex::new(HashMap::new()),
             limits: Arc::new(limits),
+            live: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -256,6 +336,8 @@ impl Sessions {
             attachment: Mutex::new((Attachment::Attached(conn), 0)),
             sink: watch::channel(Some(sink)).0,
             limits: self.limits.clone(),
+            live: Arc::new(AtomicUsize::new(0)),
+            server_live: self.live.clone(),
         });
         map.insert(id, session.clone());
         Ok(session)

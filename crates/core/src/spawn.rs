@@ -63,6 +63,8 @@ pub struct Spawned {
     pub pid: i32,
     /// Its I/O.
     pub io: ChildIo,
+    /// It runs inside the OS sandbox (set by the caller that wrapped it with [`sandbox`]).
+    pub sandboxed: bool,
 }
 
 /// Why a spawn failed, with the upstream error kind (spec §17).
@@ -196,6 +198,7 @@ fn spawn_pipes(mut cmd: std::process::Command, pipe_stdin: bool) -> Result<Spawn
             stdout,
             stderr,
         },
+        sandboxed: false,
     })
 }
 
@@ -224,6 +227,7 @@ fn spawn_pty(mut cmd: std::process::Command) -> Result<Spawned, SpawnError> {
         child,
         pid,
         io: ChildIo::Pty(master),
+        sandboxed: false,
     })
 }
 

@@ -341,6 +341,14 @@ pub struct WatchMissingResult {
     pub watching: bool,
 }
 
+/// `fs/missingChanged` params: a watched missing path came into existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MissingChangedNotification {
+    /// The watch that fired.
+    pub watch_id: u64,
+}
+
 /// A filesystem sandbox (`WireFileSystemSandboxContext`, spec §5.12).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -636,4 +644,10 @@ crate::method!(
     "fs/watchMissing",
     WatchMissingParams,
     WatchMissingResult
+);
+crate::notification!(
+    /// `fs/missingChanged`.
+    MissingChanged,
+    "fs/missingChanged",
+    MissingChangedNotification
 );

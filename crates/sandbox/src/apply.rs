@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::plan::{LandlockAccess, MountStep, Plan};
-use crate::{seccomp, sys, SandboxError};
+use crate::{net, seccomp, sys, SandboxError};
 
 const ACCESS_EXECUTE: u64 = 1 << 0;
 const ACCESS_WRITE_FILE: u64 = 1 << 1;
@@ -27,6 +27,23 @@ pub struct Support {
     pub user_namespaces: bool,
     /// The Landlock ABI version, if any.
     pub landlock_abi: Option<u32>,
+    /// Network namespaces exist (`/proc/self/ns/net`).
+    pub network_namespaces: bool,
+    /// The server runs as root (then no user namespace is needed).
+    pub root: bool,
+}
+
+impl Support {
+    /// Whether a managed network can be set up here, and why not.
+    pub fn managed_network(&self) -> Result<(), String> {
+        if !self.network_namespaces {
+            return Err("managed network needs network namespaces, which this kernel lacks".into());
+        }
+        if !self.root && !self.user_namespaces {
+            return Err("managed network needs user namespaces, which are disabled here".into());
+        }
+        Ok(())
+    }
 }
 
 /// What this kernel supports, without changing anything.
@@ -38,41 +55,68 @@ pub fn probe() -> Support {
     Support {
         user_namespaces,
         landlock_abi: sys::landlock_abi(),
+        network_namespaces: Path::new("/proc/self/ns/net").exists(),
+        root: euid_egid().0 == 0,
     }
 }
 
 /// Confines the calling (single-threaded) process according to `plan`.
 pub fn confine(plan: &Plan) -> Result<(), SandboxError> {
+    // The bridge of a managed network must stay in the host's network namespace.
+    let bridge = match &plan.managed_network {
+        Some(_) => Some(net::fork_bridge()?),
+        None => None,
+    };
+    let mut flags = 0;
     if plan.namespaces {
-        enter_namespaces()?;
+        flags |= libc::CLONE_NEWNS;
+    }
+    if plan.managed_network.is_some() {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if flags != 0 {
+        enter_namespaces(flags)?;
+    }
+    if let (Some(link), Some(managed)) = (bridge, &plan.managed_network) {
+        net::open_ports(link, managed)?;
+    }
+    if plan.namespaces {
         apply_mounts(plan)?;
+        // The working directory still points into the mount it was entered through (now
+        // read-only, or covered); enter it again through the new mounts.
+        if let Ok(cwd) = std::env::current_dir() {
+            let _ = std::env::set_current_dir(cwd);
+        }
     }
     sys::set_no_new_privs().map_err(|e| SandboxError::step("setting no_new_privs", e))?;
     if let Some(rules) = &plan.landlock {
         apply_landlock(rules, plan.landlock_required)?;
     }
+    if let Some(managed) = &plan.managed_network {
+        net::restrict_tcp(managed)?;
+    }
     sys::drop_all_capabilities().map_err(|e| SandboxError::step("dropping capabilities", e))?;
     if plan.deny_network {
-        sys::install_seccomp(&seccomp::network_filter())
+        let filter = seccomp::network_filter(plan.managed_network.is_some());
+        sys::install_seccomp(&filter)
             .map_err(|e| SandboxError::step("installing the seccomp network filter", e))?;
     }
     Ok(())
 }
 
-/// A new mount namespace; unprivileged callers first get a user namespace (mapping only
+/// New namespaces (`flags`: mount and/or network); unprivileged callers first get a user namespace (mapping only
 /// their own ids) that owns it. Root keeps its user namespace: a process cannot map the
 /// whole id range from inside a namespace it just created, and with one id mapped root
 /// would lose access to files of other users. Either way the capabilities that could undo
 /// the mounts are dropped before anything runs, and a nested user namespace only sees the
 /// mounts locked.
-fn enter_namespaces() -> Result<(), SandboxError> {
+fn enter_namespaces(flags: libc::c_int) -> Result<(), SandboxError> {
     let (euid, egid) = euid_egid();
     if euid == 0 {
-        sys::unshare(libc::CLONE_NEWNS)
-            .map_err(|e| SandboxError::step("creating a mount namespace", e))?;
+        sys::unshare(flags).map_err(|e| SandboxError::step("creating namespaces", e))?;
     } else {
-        sys::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS)
-            .map_err(|e| SandboxError::step("creating user and mount namespaces", e))?;
+        sys::unshare(libc::CLONE_NEWUSER | flags)
+            .map_err(|e| SandboxError::step("creating a user namespace", e))?;
         let write = |file: &str, content: String| {
             std::fs::write(file, content)
                 .map_err(|e| SandboxError::step(format!("writing {file}"), e))
@@ -81,7 +125,10 @@ fn enter_namespaces() -> Result<(), SandboxError> {
         write("/proc/self/uid_map", format!("{euid} {euid} 1"))?;
         write("/proc/self/gid_map", format!("{egid} {egid} 1"))?;
     }
-    sys::make_root_private().map_err(|e| SandboxError::step("making mounts private", e))
+    if flags & libc::CLONE_NEWNS != 0 {
+        sys::make_root_private().map_err(|e| SandboxError::step("making mounts private", e))?;
+    }
+    Ok(())
 }
 
 fn euid_egid() -> (u32, u32) {

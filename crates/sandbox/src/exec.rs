@@ -70,6 +70,7 @@ mod tests {
         let policy = Policy {
             filesystem: None,
             deny_network: true,
+            managed_network: None,
         };
         let argv = wrap_argv(
             "/proc/self/exe",

@@ -10,7 +10,9 @@
 //! carve-outs (`.git`, `.codex`, `.agents`, explicit `read` entries) and empty unreadable
 //! mounts over denied paths, then Landlock as a second layer (required when the policy
 //! restricts reads), `no_new_privs`, an empty capability set, and a seccomp filter that
-//! refuses non-`AF_UNIX` sockets when the network is restricted.
+//! refuses non-`AF_UNIX` sockets when the network is restricted. A managed network
+//! (`enforceManagedNetwork`) adds a network namespace whose only way out is the allowed
+//! loopback proxy ports (see `net`).
 //!
 //! **Architecture invariant:** the helper never runs what it could not confine: every step
 //! that fails is an error, and the caller reports it instead of running unsandboxed.
@@ -19,6 +21,7 @@ mod apply;
 mod exec;
 pub mod fdpass;
 mod glob;
+mod net;
 mod plan;
 mod policy;
 mod seccomp;
@@ -27,7 +30,7 @@ mod sys;
 pub use apply::{confine, probe, Support};
 pub use exec::{exec_main, wrap_argv, EXEC_HELPER_ARG, EXIT_SANDBOX_FAILED};
 pub use plan::{LandlockAccess, LandlockRule, MountStep, Plan};
-pub use policy::{Policy, PolicyError, Rule, RuleAccess, PROTECTED_NAMES};
+pub use policy::{ManagedNetwork, Policy, PolicyError, Rule, RuleAccess, PROTECTED_NAMES};
 
 /// Why the sandbox could not be applied.
 #[derive(Debug, thiserror::Error)]

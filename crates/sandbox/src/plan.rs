@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Policy, RuleAccess};
+use crate::policy::{ManagedNetwork, Policy, RuleAccess};
 
 /// Device files a confined process may read and write (shells redirect to `/dev/null`).
 pub(crate) const DEVICE_PATHS: [&str; 6] = [
@@ -63,13 +63,18 @@ pub struct Plan {
     pub landlock_required: bool,
     /// Install the seccomp network filter.
     pub deny_network: bool,
+    /// Give the process a network namespace of its own with only loopback, the allowed
+    /// ports forwarded to the host (the seccomp filter then also lets IP sockets through:
+    /// nothing but the forwarded ports is reachable from that namespace).
+    pub managed_network: Option<ManagedNetwork>,
 }
 
 impl Plan {
     /// The plan for `policy`.
     pub fn new(policy: &Policy) -> Plan {
         let mut plan = Plan {
-            deny_network: policy.deny_network,
+            deny_network: policy.deny_network || policy.managed_network.is_some(),
+            managed_network: policy.managed_network.clone(),
             ..Plan::default()
         };
         let Some(rules) = &policy.filesystem else {
@@ -155,6 +160,7 @@ mod tests {
                 rule("/w/secret", RuleAccess::Deny),
             ]),
             deny_network: true,
+            managed_network: None,
         };
         let plan = Plan::new(&policy);
         assert!(plan.namespaces && plan.read_only_root && plan.deny_network);
@@ -179,6 +185,7 @@ mod tests {
                 rule("/w/ro/rw", RuleAccess::Write),
             ]),
             deny_network: false,
+            managed_network: None,
         };
         let plan = Plan::new(&policy);
         assert_eq!(
@@ -196,6 +203,7 @@ mod tests {
         let policy = Policy {
             filesystem: Some(vec![rule("/", RuleAccess::Read)]),
             deny_network: true,
+            managed_network: None,
         };
         let plan = Plan::new(&policy);
         assert!(plan.read_only_root && plan.mounts.is_empty());
@@ -206,8 +214,20 @@ mod tests {
         let policy = Policy {
             filesystem: Some(vec![rule("/w", RuleAccess::Write)]),
             deny_network: false,
+            managed_network: None,
         };
         assert!(Plan::new(&policy).landlock_required);
+    }
+
+    #[test]
+    fn managed_network_implies_the_network_filter() {
+        let managed = ManagedNetwork {
+            loopback_ports: vec![3128],
+            allow_local_binding: false,
+        };
+        let plan = Plan::new(&Policy::managed_network_only(managed.clone()));
+        assert!(plan.deny_network && !plan.namespaces);
+        assert_eq!(plan.managed_network, Some(managed));
     }
 
     #[test]
@@ -215,6 +235,7 @@ mod tests {
         let plan = Plan::new(&Policy {
             filesystem: None,
             deny_network: true,
+            managed_network: None,
         });
         assert!(!plan.namespaces && plan.deny_network && plan.landlock.is_none());
     }

@@ -55,6 +55,24 @@ pub struct Policy {
     pub filesystem: Option<Vec<Rule>>,
     /// Refuse network sockets.
     pub deny_network: bool,
+    /// Managed network (`enforceManagedNetwork`): the process gets a network namespace of
+    /// its own where only these loopback proxy ports lead out. Overrides `deny_network`.
+    #[serde(default)]
+    pub managed_network: Option<ManagedNetwork>,
+}
+
+/// The network a managed-network process may reach (`managedNetwork` of `process/start`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedNetwork {
+    /// Loopback TCP ports (the proxies) forwarded to the host's loopback; empty = no network.
+    pub loopback_ports: Vec<u16>,
+    /// The process may bind TCP ports (inside its own namespace only).
+    pub allow_local_binding: bool,
+}
+
+impl ManagedNetwork {
+    /// Most ports a managed network forwards.
+    pub const MAX_PORTS: usize = 16;
 }
 
 /// Why a context cannot become a policy.
@@ -100,7 +118,18 @@ impl Policy {
         Ok(Some(Policy {
             filesystem,
             deny_network,
+            managed_network: None,
         }))
+    }
+
+    /// A policy that confines nothing but the network to `managed` (a process started with
+    /// `enforceManagedNetwork` and no filesystem sandbox).
+    pub fn managed_network_only(managed: ManagedNetwork) -> Policy {
+        Policy {
+            filesystem: None,
+            deny_network: true,
+            managed_network: Some(managed),
+        }
     }
 
     /// Whether file operations must run confined.

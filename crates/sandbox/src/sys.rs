@@ -342,3 +342,135 @@ pub(crate) fn install_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
     };
     check(r as libc::c_long).map(drop)
 }
+
+/// `fork(2)`: `Ok(0)` in the child, the child's pid in the parent. Only call this from a
+/// single-threaded process (the helpers are).
+pub(crate) fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the helper is single-threaded here, so the child starts with a consistent
+    // copy of every lock and allocation.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::fork() };
+    check(r as libc::c_long).map(|p| p as libc::pid_t)
+}
+
+/// `_exit(2)`: ends the (forked) process at once, without running destructors or atexit
+/// handlers that belong to the parent.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and touches no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::_exit(code)
+    }
+}
+
+/// `getppid(2)`.
+pub(crate) fn parent_pid() -> libc::pid_t {
+    // SAFETY: no arguments, always succeeds.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::getppid()
+    }
+}
+
+/// Asks for SIGKILL when the parent (thread) dies.
+pub(crate) fn kill_on_parent_death() -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// Points the standard descriptors at `/dev/null`, so a background helper never holds the
+/// pipes of the process it serves.
+pub(crate) fn detach_stdio() -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..3 {
+        // SAFETY: `null` is open for the call; dup2 replaces `target` atomically.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::dup2(null.as_raw_fd(), target) };
+        check(r as libc::c_long)?;
+    }
+    Ok(())
+}
+
+/// Sets the `lo` interface of the current network namespace up.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    // SAFETY: plain socket creation; the descriptor is owned right away.
+    #[allow(unsafe_code)]
+    let sock =
+        owned(
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) }
+                as libc::c_long,
+        )?;
+    // SAFETY: an all-zero ifreq is valid.
+    #[allow(unsafe_code)]
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `ifr` is a valid ifreq naming `lo`; SIOCGIFFLAGS fills its flags.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) };
+    check(r as libc::c_long)?;
+    // SAFETY: SIOCGIFFLAGS just set the flags member of the union.
+    #[allow(unsafe_code)]
+    unsafe {
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS reads the flags.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// A Landlock ruleset (ABI 4+) handling only the network accesses `handled_net`.
+pub(crate) fn landlock_net_ruleset(handled_net: u64) -> io::Result<OwnedFd> {
+    #[repr(C)]
+    struct Attr {
+        handled_access_fs: u64,
+        handled_access_net: u64,
+    }
+    let attr = Attr {
+        handled_access_fs: 0,
+        handled_access_net: handled_net,
+    };
+    // SAFETY: `attr` is the 16-byte ABI-4 layout and outlives the call.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const Attr,
+            std::mem::size_of::<Attr>(),
+            0u32,
+        )
+    };
+    owned(r)
+}
+
+/// Allows `access` on TCP `port` in a network ruleset.
+pub(crate) fn landlock_allow_port(ruleset: &OwnedFd, port: u16, access: u64) -> io::Result<()> {
+    #[repr(C, packed)]
+    struct NetPort {
+        allowed_access: u64,
+        port: u64,
+    }
+    let attr = NetPort {
+        allowed_access: access,
+        port: u64::from(port),
+    };
+    // SAFETY: `attr` has the kernel's packed layout and outlives the call.
+    #[allow(unsafe_code)]
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            2u32, // LANDLOCK_RULE_NET_PORT
+            &attr as *const NetPort,
+            0u32,
+        )
+    };
+    check(r).map(drop)
+}

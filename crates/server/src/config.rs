@@ -21,6 +21,18 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Session and process limits.
     pub limits: Limits,
+    /// WebSocket authentication.
+    pub auth: crate::auth::WsAuth,
+    /// Accepted `Host` headers on the upgrade.
+    pub hosts: crate::auth::HostPolicy,
+    /// Time to receive a request's headers before the connection is closed (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Time after the upgrade to complete `initialize` (default 10 s).
+    pub initialize_deadline: Duration,
+    /// Connections that have not finished their HTTP upgrade (default 64).
+    pub max_pending_connections: usize,
+    /// Open WebSocket connections (default 256).
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -33,6 +45,12 @@ impl Default for ServeConfig {
             ping_interval: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            auth: crate::auth::WsAuth::None,
+            hosts: crate::auth::HostPolicy::default(),
+            header_read_timeout: Duration::from_secs(10),
+            initialize_deadline: Duration::from_secs(10),
+            max_pending_connections: 64,
+            max_connections: 256,
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use exec_server_core::fs::HandleTable;
+use exec_server_core::fs::{HandleTable, MissingWatches};
 use exec_server_core::Session;
 use exec_server_protocol::{codes, environment, fs, http, jsonrpc, process, ErrorObject};
 use exec_server_protocol::{Method, RequestId};
@@ -36,6 +36,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) state: &'a Arc<ServerState>,
     pub(crate) handles: &'a Arc<HandleTable>,
     pub(crate) http: &'a Arc<handlers::http::Streams>,
+    pub(crate) watches: &'a Arc<MissingWatches>,
     pub(crate) out: &'a mpsc::Sender<OutMsg>,
 }
 
@@ -48,8 +49,9 @@ pub(crate) struct Call {
     /// The connection's streamed HTTP bodies.
     #[allow(dead_code)] // used by the http handlers
     pub(crate) http: Arc<handlers::http::Streams>,
+    /// The connection's `fs/watchMissing` watches.
+    pub(crate) watches: Arc<MissingWatches>,
     /// The connection's outgoing messages (for connection-scoped notifications).
-    #[allow(dead_code)] // used by the http handlers for body deltas
     pub(crate) out: mpsc::Sender<OutMsg>,
     /// Tells the handler when its reply has been queued on `out`.
     pub(crate) on_reply: OnReply,
@@ -135,6 +137,9 @@ pub(crate) fn prepare(
         fs::Close::NAME => r.call::<fs::Close, _, _>("filesystem", |c, p| async move {
             hfs::close(&c.handles, p).await
         }),
+        fs::WatchMissing::NAME => {
+            r.call::<fs::WatchMissing, _, _>("filesystem", hfs::watch_missing)
+        }
         http::Request::NAME => r.call::<http::Request, _, _>("http", handlers::http::request),
         _ => Err(ErrorObject::new(
             codes::METHOD_NOT_FOUND,
@@ -179,6 +184,7 @@ impl Route<'_, '_> {
             state: self.ctx.state.clone(),
             handles: self.ctx.handles.clone(),
             http: self.ctx.http.clone(),
+            watches: self.ctx.watches.clone(),
             out: self.ctx.out.clone(),
             on_reply: OnReply::default(),
         };

@@ -24,8 +24,8 @@ pub(crate) fn process_event(ev: &ProcessEvent) -> String {
             s
         }
         EventKind::Exited { code } => format!(
-            r#"{{"method":"process/exited","params":{{"processId":{id},"seq":{},"exitCode":{code},"sandboxDenied":false}}}}"#,
-            ev.event.seq
+            r#"{{"method":"process/exited","params":{{"processId":{id},"seq":{},"exitCode":{code},"sandboxDenied":{}}}}}"#,
+            ev.event.seq, ev.sandbox_denied
         ),
         EventKind::Closed => format!(
             r#"{{"method":"process/closed","params":{{"processId":{id},"seq":{}}}}}"#,
@@ -52,6 +52,7 @@ mod tests {
                     data: bytes::Bytes::from_static(b"\x00\xffhi"),
                 },
             },
+            sandbox_denied: false,
         };
         let v: serde_json::Value = serde_json::from_str(&process_event(&ev)).unwrap();
         assert_eq!(v["method"], "process/output");
@@ -71,6 +72,7 @@ mod tests {
                 offset: 0,
                 kind,
             },
+            sandbox_denied: false,
         };
         assert_eq!(
             process_event(&mk(EventKind::Exited { code: 130 })),

@@ -7,6 +7,7 @@
 //! **Architecture invariants:** nothing protocol-specific lives in `transport`; handlers are
 //! thin (decode, call core, encode); error codes are chosen in `rpc_error` only.
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 mod dispatch;
@@ -32,6 +33,8 @@ pub struct ServerState {
     /// The configuration.
     pub config: ServeConfig,
     next_connection: std::sync::atomic::AtomicU64,
+    /// Open WebSocket connections (bounded by `max_connections`).
+    pub(crate) connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl ServerState {
@@ -40,6 +43,7 @@ impl ServerState {
         Arc::new(ServerState {
             sessions: Sessions::new(config.limits.clone()),
             environment: exec_server_core::environment::detect(),
+            connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
             config,
             next_connection: std::sync::atomic::AtomicU64::new(1),
         })

@@ -10,7 +10,8 @@
 //! process instead (see `sandboxed`); if that cannot be done, the operation fails and
 //! nothing runs unconfined.
 //!
-//! Streaming handles (`fs/open` and friends) are per connection: see `HandleTable`.
+//! Streaming handles (`fs/open` and friends) are per connection: see `HandleTable`; so are
+//! `fs/watchMissing` watches: see `MissingWatches`.
 
 mod copy;
 mod error;
@@ -18,6 +19,7 @@ mod handles;
 mod ops;
 pub mod sandboxed;
 mod walk;
+mod watch;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,9 @@ pub use ops::{
     write_file,
 };
 pub use walk::{walk, MAX_WALK_DEPTH, MAX_WALK_DIRECTORIES, MAX_WALK_ENTRIES};
+pub use watch::{
+    MissingWatches, OnFire, WatchError, MAX_WATCHED_PATHS, MAX_WATCHES, POLL_INTERVAL,
+};
 
 /// Default cap on `fs/readFile`: 48 MiB raw, so the base64 reply fits a 64 MiB message.
 /// Larger files are read with `fs/open` + `fs/readBlock`.

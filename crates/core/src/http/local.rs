@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
 use reqwest::redirect::Policy;
 use reqwest::Client;
 use tokio::time::Instant;
 
+use super::cookies::AffinityCookies;
 use super::prepare::prepare;
 use super::{
     HttpBody, HttpConfig, HttpError, HttpHeader, HttpRequest, HttpResponse, HttpRunner,
@@ -27,6 +29,7 @@ pub struct LocalHttpRunner {
     follow_raw: Client,
     stop_decoded: Client,
     stop_raw: Client,
+    cookies: AffinityCookies,
 }
 
 impl LocalHttpRunner {
@@ -39,18 +42,23 @@ impl LocalHttpRunner {
             } else {
                 Policy::none()
             };
-            Client::builder()
-                .redirect(policy)
-                .gzip(decode)
-                .zstd(decode)
-                .build()
-                .map_err(|e| HttpError::Client(e.to_string()))
+            let mut b = Client::builder().redirect(policy).gzip(decode).zstd(decode);
+            for der in &config.extra_root_certs_der {
+                let cert = reqwest::Certificate::from_der(der)
+                    .map_err(|e| HttpError::Client(e.to_string()))?;
+                b = b.add_root_certificate(cert);
+            }
+            for (host, addr) in &config.resolve {
+                b = b.resolve(host, *addr);
+            }
+            b.build().map_err(|e| HttpError::Client(e.to_string()))
         };
         Ok(LocalHttpRunner {
             follow_decoded: build(true, true)?,
             follow_raw: build(true, false)?,
             stop_decoded: build(false, true)?,
             stop_raw: build(false, false)?,
+            cookies: AffinityCookies::default(),
             config,
         })
     }
@@ -72,7 +80,10 @@ impl LocalHttpRunner {
 
 impl HttpRunner for LocalHttpRunner {
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let p = prepare(&request, |var| std::env::var_os(var))?;
+        let mut p = prepare(&request, |var| std::env::var_os(var))?;
+        if let Some(ours) = self.cookies.cookies_for(&p.url) {
+            merge_cookies(&mut p.headers, &ours);
+        }
         let timeout = request.timeout.or(self.config.default_timeout);
         let deadline = timeout.map(|t| (Instant::now() + t, t));
         let client = self.client(request.redirect, !p.caller_accept_encoding);
@@ -95,6 +106,9 @@ impl HttpRunner for LocalHttpRunner {
             None => sent.await,
         }
         .map_err(|e| HttpError::send(&url, &e))?;
+        let set_cookie = resp.headers().get_all(SET_COOKIE).iter();
+        self.cookies
+            .store(resp.url(), set_cookie.map(HeaderValue::as_bytes));
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -114,6 +128,30 @@ impl HttpRunner for LocalHttpRunner {
             headers,
             body: HttpBody::new(chunks(resp, deadline), len_hint),
         })
+    }
+}
+
+/// Adds the store's `ours` (`a=1; b=2`) to the request's one `Cookie` header; a cookie the
+/// caller set itself wins, and a caller header that is not UTF-8 is left alone.
+fn merge_cookies(headers: &mut HeaderMap, ours: &str) {
+    let mut parts = Vec::new();
+    for v in headers.get_all(COOKIE) {
+        let Ok(v) = std::str::from_utf8(v.as_bytes()) else {
+            return;
+        };
+        parts.extend(v.split(';').map(str::trim).filter(|p| !p.is_empty()));
+    }
+    let name = |pair: &str| {
+        pair.split_once('=')
+            .map_or(pair, |(n, _)| n)
+            .trim()
+            .to_string()
+    };
+    let taken: Vec<String> = parts.iter().map(|p| name(p)).collect();
+    parts.extend(ours.split("; ").filter(|p| !taken.contains(&name(p))));
+    if let Ok(mut value) = HeaderValue::from_str(&parts.join("; ")) {
+        value.set_sensitive(true);
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -258,6 +296,19 @@ mod tests {
             "{msg}"
         );
         assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    }
+
+    #[test]
+    fn stored_cookies_join_the_callers_cookie_header() {
+        let mut h = HeaderMap::new();
+        merge_cookies(&mut h, "__cflb=one; __cf_bm=b");
+        assert_eq!(h.get(COOKIE).expect("set"), "__cflb=one; __cf_bm=b");
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("sid=1; __cflb=mine"));
+        h.append(COOKIE, HeaderValue::from_static("x=2"));
+        merge_cookies(&mut h, "__cflb=one; __cf_bm=b");
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["sid=1; __cflb=mine; x=2; __cf_bm=b"]);
     }
 
     #[tokio::test]

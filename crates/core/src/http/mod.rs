@@ -15,17 +15,22 @@
 //!
 //! Transport: HTTP/1.1 over rustls with the platform's root certificates; `HTTP_PROXY`,
 //! `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (either case) from the server's environment are
-//! honoured; no cookie jar; redirects are followed up to 10 hops unless the request says stop.
+//! honoured; no general cookie jar, only the load-balancer affinity cookies of
+//! [`cookies`] for OpenAI HTTPS hosts; redirects are followed up to 10 hops unless the request says stop.
 //! When the caller sends no `Accept-Encoding`, the runner offers gzip and zstd and returns the
 //! decoded body without `content-encoding`/`content-length` (0.171.0, spec §17); a caller that
 //! sets `Accept-Encoding` itself gets the raw body with its headers.
 
 mod body;
+pub mod cookies;
 mod error;
 mod local;
 mod prepare;
+#[cfg(test)]
+mod tls_tests;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use exec_server_protocol::http::{HttpHeader, RedirectPolicy};
@@ -69,6 +74,10 @@ pub struct HttpConfig {
     pub max_buffered_body: usize,
     /// Deadline of requests that give none (default: none, spec §6.1's "no timeout").
     pub default_timeout: Option<Duration>,
+    /// CA certificates (DER) trusted besides the platform's roots, e.g. a corporate CA.
+    pub extra_root_certs_der: Vec<Vec<u8>>,
+    /// Fixed addresses for host names, like curl's `--resolve` (the URL's port is kept).
+    pub resolve: Vec<(String, SocketAddr)>,
 }
 
 impl Default for HttpConfig {
@@ -76,6 +85,8 @@ impl Default for HttpConfig {
         HttpConfig {
             max_buffered_body: 32 << 20,
             default_timeout: None,
+            extra_root_certs_der: Vec::new(),
+            resolve: Vec::new(),
         }
     }
 }

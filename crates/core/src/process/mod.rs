@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 pub use self::log::{Event, EventKind, EventLog, LogRead};
-pub use self::stdin::StdinTicket;
+pub use self::stdin::{StdinQueueFull, StdinTicket};
 use crate::limits::Limits;
 use crate::pty::PtyMaster;
 use crate::spawn::{self, ChildIo, Spawned};
@@ -26,6 +26,9 @@ pub struct ProcessEvent {
     pub process_id: Arc<str>,
     /// The event.
     pub event: Event,
+    /// For an exit: the process ran sandboxed, failed, and its output looks like the sandbox
+    /// refused something (`sandboxDenied`).
+    pub sandbox_denied: bool,
 }
 
 /// Where a session's notifications go: the attached connection's bounded event queue.
@@ -42,6 +45,8 @@ struct State {
     removed: bool,
     write_ids: HashSet<String>,
     write_id_order: VecDeque<String>,
+    /// Sandboxed and some output named a typical denial.
+    denial_seen: bool,
 }
 
 /// What a read returns besides the log's chunks.
@@ -55,6 +60,8 @@ pub struct ReadOutcome {
     pub exit_code: Option<i32>,
     /// Exited and all streams at EOF.
     pub closed: bool,
+    /// The failure looks like a sandbox denial (see [`Process::sandbox_denied`]).
+    pub sandbox_denied: bool,
 }
 
 /// Where stdin goes.
@@ -72,6 +79,7 @@ pub struct Process {
     argv: Vec<String>,
     pid: i32,
     tty: bool,
+    sandboxed: bool,
     started_at: std::time::SystemTime,
     state: Mutex<State>,
     /// Bumped on every appended event.
@@ -80,6 +88,8 @@ pub struct Process {
     space: watch::Sender<u64>,
     stdin: StdinKind,
     stdin_order: stdin::Order,
+    /// Bytes of writes waiting for their turn or being written.
+    stdin_queued: std::sync::atomic::AtomicUsize,
     pty: Option<Arc<PtyMaster>>,
     limits: Arc<Limits>,
 }
@@ -93,8 +103,14 @@ impl Process {
         spawned: Spawned,
         limits: Arc<Limits>,
         sink: watch::Receiver<Option<EventSender>>,
+        live: crate::session::LiveSlot,
     ) -> Arc<Process> {
-        let Spawned { child, pid, io } = spawned;
+        let Spawned {
+            child,
+            pid,
+            io,
+            sandboxed,
+        } = spawned;
         let tty = matches!(io, ChildIo::Pty(_));
         let (stdin, pty, readers) = match io {
             ChildIo::Pipes {
@@ -118,6 +134,7 @@ impl Process {
             argv,
             pid,
             tty,
+            sandboxed,
             started_at: std::time::SystemTime::now(),
             state: Mutex::new(State {
                 log: EventLog::new(limits.retention_bytes),
@@ -128,11 +145,13 @@ impl Process {
                 removed: false,
                 write_ids: HashSet::new(),
                 write_id_order: VecDeque::new(),
+                denial_seen: false,
             }),
             changed: watch::channel(0).0,
             space: watch::channel(0).0,
             stdin,
             stdin_order: stdin::Order::default(),
+            stdin_queued: std::sync::atomic::AtomicUsize::new(0),
             pty,
             limits,
         });
@@ -145,7 +164,7 @@ impl Process {
                 tokio::spawn(read_pty(proc.clone(), master));
             }
         }
-        tokio::spawn(reap(proc.clone(), child));
+        tokio::spawn(reap(proc.clone(), child, live));
         tokio::spawn(pump(proc.clone(), sink));
         proc
     }
@@ -159,6 +178,13 @@ impl Process {
     /// The client's id.
     pub fn id(&self) -> &Arc<str> {
         &self.id
+    }
+
+    /// It ran sandboxed, exited non-zero, and its output names a typical denial
+    /// ("Read-only file system", "Permission denied", "Operation not permitted"), or it was
+    /// killed by SIGSYS (seccomp). Like upstream this is a heuristic, for `sandboxDenied`.
+    pub fn sandbox_denied(&self) -> bool {
+        denied(&self.lock())
     }
 
     /// The OS pid (also the process group and session id).
@@ -224,6 +250,7 @@ impl Process {
                     exited: st.exit_code.is_some(),
                     exit_code: st.exit_code,
                     closed: st.closed,
+                    sandbox_denied: denied(&st),
                     log,
                 }
             };
@@ -363,7 +390,9 @@ impl Process {
     }
 
     fn append_output(&self, stream: Stream, data: bytes::Bytes) {
+        let hint = self.sandboxed && looks_denied(&data);
         let mut st = self.lock();
+        st.denial_seen |= hint;
         self.push(&mut st, EventKind::Output { stream, data });
     }
 
@@ -392,6 +421,26 @@ impl Process {
         self.lock().log.mark_delivered(seq);
         self.space.send_modify(|v| *v += 1);
     }
+}
+
+fn denied(st: &State) -> bool {
+    match st.exit_code {
+        Some(code) if code == 128 + libc::SIGSYS => true,
+        Some(code) => code != 0 && st.denial_seen,
+        None => false,
+    }
+}
+
+/// Output that names a typical sandbox denial.
+fn looks_denied(data: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 3] = [
+        b"Read-only file system",
+        b"Permission denied",
+        b"Operation not permitted",
+    ];
+    MARKERS
+        .iter()
+        .any(|m| data.windows(m.len()).any(|w| w == *m))
 }
 
 enum Readers {
@@ -437,7 +486,11 @@ async fn read_pty(proc: Arc<Process>, master: Arc<PtyMaster>) {
     proc.stream_ended();
 }
 
-async fn reap(proc: Arc<Process>, mut child: tokio::process::Child) {
+async fn reap(
+    proc: Arc<Process>,
+    mut child: tokio::process::Child,
+    live: crate::session::LiveSlot,
+) {
     let code = match child.wait().await {
         Ok(status) => spawn::exit_code(status),
         Err(e) => {
@@ -445,6 +498,7 @@ async fn reap(proc: Arc<Process>, mut child: tokio::process::Child) {
             -1
         }
     };
+    drop(live);
     proc.exited(code);
 }
 
@@ -482,9 +536,12 @@ async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>
         }
         for event in batch {
             let seq = event.seq;
+            let sandbox_denied =
+                matches!(event.kind, EventKind::Exited { .. }) && proc.sandbox_denied();
             let ev = ProcessEvent {
                 process_id: proc.id.clone(),
                 event,
+                sandbox_denied,
             };
             let sent = tokio::select! {
                 r = tx.send(ev) => r.is_ok(),

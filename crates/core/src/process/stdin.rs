@@ -73,6 +73,14 @@ impl Order {
     }
 }
 
+/// Too many bytes are already queued for this process's stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stdin queue is full ({max} bytes pending); retry once the process has read its input")]
+pub struct StdinQueueFull {
+    /// The limit in bytes.
+    pub max: usize,
+}
+
 /// A place in a process's stdin order.
 #[derive(Debug)]
 pub struct StdinTicket {
@@ -87,9 +95,29 @@ impl StdinTicket {
     }
 
     /// Waits for this ticket's turn, then writes (unless `write_id` was accepted before).
-    pub async fn write(self, write_id: String, data: Vec<u8>) -> WriteStatus {
+    /// Fails at once, without queueing, when the bytes already queued for this process's stdin
+    /// plus these would exceed the limit.
+    pub async fn write(
+        self,
+        write_id: String,
+        data: Vec<u8>,
+    ) -> Result<WriteStatus, StdinQueueFull> {
+        use std::sync::atomic::Ordering;
+        let max = self.proc.limits.max_stdin_queue_bytes;
+        let len = data.len();
+        let queued = &self.proc.stdin_queued;
+        if queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + len <= max || q == 0).then_some(q + len)
+            })
+            .is_err()
+        {
+            return Err(StdinQueueFull { max });
+        }
         self.proc.stdin_order.wait_turn(self.n).await;
-        self.proc.write_in_order(write_id, data).await
+        let status = self.proc.write_in_order(write_id, data).await;
+        queued.fetch_sub(len, Ordering::AcqRel);
+        Ok(status)
         // `self` drops here and passes the turn on.
     }
 }

@@ -32,6 +32,8 @@ pub enum InFrame {
     Message(bytes::Bytes),
     /// A message over the size limit was refused by the transport.
     TooLarge,
+    /// The peer showed it is alive without sending a message (e.g. a pong).
+    Alive,
 }
 
 /// A message for a transport to send.
@@ -91,15 +93,39 @@ where
         cancel: CancellationToken::new(),
         handles: Arc::default(),
         http: Arc::default(),
+        watches: Arc::default(),
         info,
     };
+    // WebSocket peers must initialize in time and answer pings; stdio and in-memory peers
+    // are trusted by construction.
+    let watchdog = conn.info.keepalive;
+    let init_deadline = tokio::time::Instant::now() + cfg.initialize_deadline;
+    let dead_after = cfg.ping_interval * 2 + cfg.ping_interval.min(Duration::from_secs(5));
+    let mut last_seen = tokio::time::Instant::now();
+    let mut liveness = tokio::time::interval(cfg.ping_interval.min(Duration::from_secs(5)));
     let closed_by_server = loop {
+        let uninitialized = matches!(conn.lifecycle, Lifecycle::New);
         let frame = tokio::select! {
             f = reader.next() => f,
             _ = conn.out.closed() => break false,
+            _ = tokio::time::sleep_until(init_deadline), if watchdog && uninitialized => {
+                tracing::warn!(connection = conn.id, "no initialize before the deadline; closing");
+                conn.close(1008, "initialize deadline exceeded").await;
+                break true;
+            }
+            _ = liveness.tick(), if watchdog => {
+                if last_seen.elapsed() > dead_after {
+                    tracing::warn!(connection = conn.id, "peer missed two pings; closing");
+                    conn.close(1001, "peer missed two pings").await;
+                    break true;
+                }
+                continue;
+            }
         };
         let Some(frame) = frame else { break false };
+        last_seen = tokio::time::Instant::now();
         match frame {
+            InFrame::Alive => {}
             InFrame::TooLarge => {
                 conn.close(1009, "message too big").await;
                 break true;
@@ -133,6 +159,7 @@ pub(crate) struct Connection {
     cancel: CancellationToken,
     handles: Arc<exec_server_core::fs::HandleTable>,
     http: Arc<crate::handlers::http::Streams>,
+    watches: Arc<exec_server_core::fs::MissingWatches>,
     info: TransportInfo,
 }
 
@@ -200,6 +227,7 @@ impl Connection {
                     state: &self.state,
                     handles: &self.handles,
                     http: &self.http,
+                    watches: &self.watches,
                     out: &self.out,
                 };
                 match dispatch::prepare(&method, params, &id, &ctx) {
@@ -294,7 +322,7 @@ impl Connection {
     }
 
     /// Ends the connection: waits for in-flight requests where the transport allows it,
-    /// detaches the session and releases the file handles.
+    /// detaches the session and releases the file handles and watches.
     async fn finish(&mut self, closed_by_server: bool) {
         self.tasks.close();
         if self.info.drain_on_end && !closed_by_server {
@@ -311,6 +339,7 @@ impl Connection {
         }
         self.cancel.cancel();
         self.http.close();
+        self.watches.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
         match std::mem::replace(&mut self.lifecycle, Lifecycle::New) {
             Lifecycle::Initializing(s) | Lifecycle::Ready(s) => {

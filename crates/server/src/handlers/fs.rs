@@ -1,5 +1,5 @@
 //! `fs/*` handlers: decode the params, call core's `LocalFileSystem` or the connection's
-//! `HandleTable`, encode the result. Error codes come from `rpc_error::fs_error`.
+//! `HandleTable` or `MissingWatches`, encode the result. Error codes come from `rpc_error::fs_error`.
 
 use std::path::PathBuf;
 
@@ -12,10 +12,13 @@ use exec_server_protocol::fs::{
     CanonicalizeParams, CanonicalizeResult, CloseParams, CopyParams, CreateDirectoryParams,
     GetMetadataParams, Metadata, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
     ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
-    WalkParams, WalkResult, WriteBlockParams, WriteFileParams,
+    WalkParams, WalkResult, WatchMissingParams, WatchMissingResult, WriteBlockParams,
+    WriteFileParams,
 };
-use exec_server_protocol::{Empty, PathUri};
+use exec_server_protocol::{jsonrpc, Empty, Notification, PathUri};
 
+use crate::connection::OutMsg;
+use crate::dispatch::Call;
 use crate::rpc_error::{fs_error, RpcError};
 
 fn native(uri: &PathUri) -> Result<PathBuf, RpcError> {
@@ -197,4 +200,33 @@ pub(crate) async fn write_block(
 pub(crate) async fn close(handles: &HandleTable, p: CloseParams) -> Result<Empty, RpcError> {
     handles.close(&p.handle_id);
     Ok(Empty {})
+}
+
+/// `fs/watchMissing`: watches belong to the connection. When one of the paths exists,
+/// `fs/missingChanged` is sent once, after this request's reply, and the watch ends.
+pub(crate) async fn watch_missing(
+    call: Call,
+    p: WatchMissingParams,
+) -> Result<WatchMissingResult, RpcError> {
+    use exec_server_protocol::fs::{MissingChanged, MissingChangedNotification};
+    let paths = p
+        .missing
+        .iter()
+        .map(|m| native(&PathUri::parse(m)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let replied = call.on_reply.queued();
+    let out = call.out.clone();
+    let watch_id = p.watch_id;
+    let on_fire = Box::pin(async move {
+        // The notification follows the reply even when a path exists already.
+        let _ = replied.await;
+        let note = MissingChangedNotification { watch_id };
+        let text = jsonrpc::encode_notification(MissingChanged::NAME, &note);
+        let _ = out.send(OutMsg::Text(text)).await;
+    });
+    let watching = call
+        .watches
+        .add(watch_id, paths, on_fire)
+        .map_err(|e| RpcError::invalid_request(e.to_string()))?;
+    Ok(WatchMissingResult { watching })
 }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use exec_server_core::managed_network::ManagedNetworkError;
 use exec_server_core::session::StartError;
 use exec_server_protocol::bytes::Base64;
 use exec_server_protocol::process::{
@@ -28,12 +29,17 @@ pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, Rpc
 fn start_error(e: StartError) -> RpcError {
     match e {
         StartError::EmptyArgv => RpcError::invalid_params(e.to_string()),
-        StartError::AlreadyExists(_) | StartError::TooMany(_) => {
+        StartError::AlreadyExists(_) | StartError::TooMany(_) | StartError::TooManyRunning(_) => {
             RpcError::invalid_request(e.to_string())
         }
         StartError::Cwd(e) => e.into(),
         StartError::Sandbox(e) => RpcError::invalid_params(e.to_string())
             .with_data(serde_json::json!({ "kind": "sandboxPreparation" })),
+        StartError::ManagedNetwork(ManagedNetworkError::Invalid(m)) => RpcError::invalid_params(m),
+        StartError::ManagedNetwork(ManagedNetworkError::Unavailable(m)) => {
+            RpcError::invalid_params(m)
+                .with_data(serde_json::json!({ "kind": "sandboxUnavailable" }))
+        }
         StartError::Spawn(e) => {
             RpcError::internal(e.to_string()).with_data(serde_json::json!({ "kind": e.kind() }))
         }
@@ -71,7 +77,7 @@ pub(crate) async fn read(call: Call, p: ReadParams) -> Result<ReadResult, RpcErr
         exit_code: r.exit_code,
         closed: r.closed,
         failure: None,
-        sandbox_denied: false,
+        sandbox_denied: r.sandbox_denied,
         gap: r.log.gap,
     })
 }
@@ -92,7 +98,10 @@ pub(crate) fn write(
         }
         let data = p.chunk.decode().map_err(RpcError::invalid_params)?;
         let status = match ticket {
-            Some(t) => t.write(p.write_id, data).await,
+            Some(t) => t
+                .write(p.write_id, data)
+                .await
+                .map_err(|e| RpcError::invalid_request(e.to_string()))?,
             None if starting => WriteStatus::Starting,
             None => WriteStatus::UnknownProcess,
         };

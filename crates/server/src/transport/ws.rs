@@ -1,11 +1,15 @@
 //! WebSocket transport served by an HTTP upgrade on `/` (axum), plus `GET /readyz`.
 //!
-//! Upgrade requests that carry an `Origin` header are refused with 403: a browser page must
-//! not be able to drive an executor on a developer's machine. Accepted sockets get
-//! `TCP_NODELAY`; a message over the size limit is answered with close code 1009.
+//! The accept loop is ours (hyper directly) so it can bound what a peer may hold before it is
+//! known: at most `max_pending_connections` connections that have not finished their upgrade,
+//! a header read timeout, and `TCP_NODELAY`. Upgrades are checked in this order: `Host`
+//! (DNS-rebinding protection), `Origin` (a browser page may not drive an executor), then the
+//! bearer token; `/readyz` needs none of them. A message over the size limit is answered with
+//! close code 1009.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -15,6 +19,7 @@ use axum::routing::{any, get};
 use axum::Router;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::connection::{self, InFrame, OutFrame, TransportInfo};
 use crate::ServerState;
@@ -34,18 +39,55 @@ pub async fn serve(
     state: Arc<ServerState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+    let router = router(state.clone());
+    let pending = Arc::new(Semaphore::new(state.config.max_pending_connections.max(1)));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of descriptors or a transient error: keep accepting after a pause.
+                    tracing::warn!(%e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "too many connections before upgrade; refusing");
+            drop(tcp);
+            continue;
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(%e, "failed to set TCP_NODELAY");
         }
-    });
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+        let router = router.clone();
+        let timeout = state.config.header_read_timeout;
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    let mut router = router.clone();
+                    async move {
+                        use tower_service::Service;
+                        router.call(req).await
+                    }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, %e, "http connection ended with an error");
+            }
+            // The upgraded socket (if any) lives on in its own task.
+            drop(permit);
+        });
+    }
 }
 
 async fn upgrade(
@@ -54,6 +96,13 @@ async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    if !state.config.hosts.allows(host) {
+        tracing::warn!(%peer, ?host, "upgrade refused: Host not allowed");
+        return (StatusCode::FORBIDDEN, "host not allowed").into_response();
+    }
     if headers.contains_key(axum::http::header::ORIGIN) {
         return (
             StatusCode::FORBIDDEN,
@@ -61,14 +110,30 @@ async fn upgrade(
         )
             .into_response();
     }
+    if let Err(reason) = state.config.auth.check(&headers, SystemTime::now()) {
+        tracing::warn!(%peer, reason, "upgrade refused: authentication failed");
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            reason,
+        )
+            .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
+    let Ok(slot) = state.connections.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, "upgrade refused: too many connections");
+        return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
+    };
     let limit = state.config.max_message_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run_socket(socket, state, peer))
+        .on_upgrade(move |socket| async move {
+            run_socket(socket, state, peer).await;
+            drop(slot);
+        })
 }
 
 async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr) {
@@ -76,17 +141,14 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
     let (sink, stream) = socket.split();
     let reader = stream
         .take_while(|m| futures::future::ready(!matches!(m, Ok(Message::Close(_)))))
-        .filter_map(|m| {
-            futures::future::ready(match m {
-                Ok(Message::Text(t)) => Some(Some(InFrame::Message(bytes::Bytes::from(t)))),
-                Ok(Message::Binary(b)) => Some(Some(InFrame::Message(b))),
-                Ok(_) => None,
-                Err(e) => {
-                    let too_big = is_capacity_error(&e);
-                    tracing::debug!(%peer, %e, "websocket read failed");
-                    Some(too_big.then_some(InFrame::TooLarge))
-                }
-            })
+        .map(move |m| match m {
+            Ok(Message::Text(t)) => Some(InFrame::Message(bytes::Bytes::from(t))),
+            Ok(Message::Binary(b)) => Some(InFrame::Message(b)),
+            Ok(_) => Some(InFrame::Alive),
+            Err(e) => {
+                tracing::debug!(%peer, %e, "websocket read failed");
+                is_capacity_error(&e).then_some(InFrame::TooLarge)
+            }
         })
         .take_while(|f| futures::future::ready(f.is_some()))
         .filter_map(futures::future::ready)

@@ -1,0 +1,109 @@
+//! Limits: connections, initialize deadline, dead peers, header timeout, running processes,
+//! stdin queue. Each is reached and answered as documented while other connections work.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+
+use crate::support::{b64, Server};
+
+#[tokio::test]
+async fn connection_cap_refuses_and_others_keep_working() {
+    let server = Server::start(&["--max-connections", "2"]);
+    let (mut a, _) = server.session().await;
+    let (_b, _) = server.session().await;
+    let err = tokio_tungstenite::connect_async(server.url.as_str())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    assert!(a.call("environment/info", json!({})).await["shell"].is_object());
+}
+
+#[tokio::test]
+async fn initialize_deadline_closes_idle_connections() {
+    let server = Server::start(&["--initialize-timeout", "1"]);
+    let mut idle = server.connect().await;
+    let (mut ok, _) = server.session().await;
+    let t0 = Instant::now();
+    assert!(idle.recv().await.is_none(), "closed");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(ok.call("environment/info", json!({})).await["shell"].is_object());
+}
+
+#[tokio::test]
+async fn dead_peer_is_dropped_and_its_session_detached() {
+    let server = Server::start(&["--ping-interval", "1"]);
+    let (silent, sid) = server.session().await;
+    // Never read: pings go unanswered.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut b = server.connect().await;
+    assert_eq!(
+        b.handshake(Some(&sid)).await,
+        sid,
+        "the session was detached"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn header_read_timeout_closes_silent_sockets() {
+    let server = Server::start(&["--header-read-timeout", "1"]);
+    let addr = server.url.trim_start_matches("ws://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let t0 = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    let _ = n;
+    assert!(t0.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn running_process_cap_per_session() {
+    let server = Server::start(&["--max-processes-per-session", "2"]);
+    let (mut c, _) = server.session().await;
+    c.sh("a", "sleep 30", json!({})).await;
+    c.sh("b", "sleep 30", json!({})).await;
+    let r = c.sh("c", "sleep 30", json!({})).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("running processes"));
+    // Another session has its own budget.
+    let (mut d, _) = server.session().await;
+    assert!(d.sh("x", "true", json!({})).await.get("result").is_some());
+    c.call("process/terminate", json!({"processId": "a"})).await;
+    c.wait_event("process/exited", "a").await;
+    assert!(c.sh("c", "true", json!({})).await.get("result").is_some());
+}
+
+#[tokio::test]
+async fn stdin_queue_is_bounded() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.sh("sink", "sleep 30", json!({"pipeStdin": true})).await;
+    let mib = vec![b'x'; 1 << 20];
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(
+            c.request_async(
+                "process/write",
+                json!({"processId": "sink", "chunk": b64(&mib), "writeId": i.to_string()}),
+            )
+            .await,
+        );
+    }
+    // The writes that fit wait for the pipe; those past 8 MiB are refused at once.
+    let last = c.response(*ids.last().unwrap()).await;
+    assert_eq!(last["error"]["code"], -32600, "{last}");
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stdin queue is full"));
+    c.call("process/terminate", json!({"processId": "sink"}))
+        .await;
+}

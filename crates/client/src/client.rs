@@ -1,0 +1,684 @@
+//! [`Client`]: one logical connection to a server, typed over [`Method`], that survives
+//! transport loss by reconnecting and resuming its session.
+//!
+//! Structure: a *connection* ([`Conn`]) is one link plus a reader task that routes replies to
+//! their callers by id and notifications to per-process and per-HTTP-request routes. A
+//! *supervisor* task owns the lifecycle: when a connection ends it marks the client
+//! `Connecting`, reconnects with `resumeSessionId` (every 100 ms, backing off to 1 s, until
+//! the recovery deadline), then catches every live process up with `process/read` from the
+//! last seq it delivered. Per-process routes order events by seq and drop repeats, so output
+//! reaches the caller once and in order whether it came by notification or by read.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use exec_server_protocol::environment::EnvironmentInfo;
+use exec_server_protocol::initialize::{Initialize, InitializeParams, INITIALIZED};
+use exec_server_protocol::process::{ReadParams, ReadResult};
+use exec_server_protocol::{codes, http, process, ErrorObject, Method};
+use futures::StreamExt;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::process::{ProcessEvent, Route};
+use crate::transport::{Connector, Link};
+
+/// Options of [`Client::connect`].
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Sent as `clientName` in `initialize`.
+    pub client_name: String,
+    /// Deadline for the `initialize` reply.
+    pub initialize_timeout: Duration,
+    /// Reconnect and resume when the connection drops. When false, a drop closes the client.
+    pub reconnect: bool,
+    /// How long to keep trying to resume after a drop (the server keeps a detached session
+    /// for 80 s by default).
+    pub recovery_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            client_name: "exec-server-client".into(),
+            initialize_timeout: Duration::from_secs(10),
+            reconnect: true,
+            recovery_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a reply carries: the raw result or the error object.
+type Reply = Result<Box<RawValue>, ErrorObject>;
+
+/// One live link and the replies it owes.
+pub(crate) struct Conn {
+    out: mpsc::Sender<String>,
+    pending: Mutex<HashMap<i64, oneshot::Sender<Reply>>>,
+    closed: CancellationToken,
+}
+
+impl Conn {
+    fn pending(&self) -> MutexGuard<'_, HashMap<i64, oneshot::Sender<Reply>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Clone)]
+enum State {
+    Connecting,
+    Connected(Arc<Conn>),
+    Closed(ClientError),
+}
+
+pub(crate) struct Inner {
+    connector: Connector,
+    options: ConnectOptions,
+    next_id: AtomicI64,
+    next_local_id: AtomicU64,
+    state: watch::Sender<State>,
+    session_id: Mutex<String>,
+    info: Mutex<EnvironmentInfo>,
+    pub(crate) routes: Mutex<HashMap<String, Route>>,
+    http_routes: Mutex<HashMap<String, mpsc::UnboundedSender<http::BodyDeltaNotification>>>,
+    shutdown: CancellationToken,
+}
+
+/// Closes the client when the last [`Client`] clone is dropped.
+struct DropGuard(CancellationToken);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// A connection to an exec-server, with reconnect and resume.
+///
+/// Cheap to clone; every clone shares the connection. The connection closes when the last
+/// clone (including those held by process handles) is dropped, or on [`Client::close`].
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+    _guard: Arc<DropGuard>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &self.inner.connector.target())
+            .field("session_id", &self.session_id())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects, sends `initialize` and `initialized`, and starts the supervisor.
+    pub async fn connect(
+        connector: Connector,
+        options: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        let inner = Arc::new(Inner {
+            connector,
+            options,
+            next_id: AtomicI64::new(1),
+            next_local_id: AtomicU64::new(1),
+            state: watch::channel(State::Connecting).0,
+            session_id: Mutex::new(String::new()),
+            info: Mutex::new(placeholder_info()),
+            routes: Mutex::new(HashMap::new()),
+            http_routes: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        });
+        let conn = inner.clone().establish(None).await?;
+        inner.state.send_replace(State::Connected(conn.clone()));
+        tokio::spawn(inner.clone().supervise(conn));
+        let guard = Arc::new(DropGuard(inner.shutdown.clone()));
+        Ok(Client {
+            inner,
+            _guard: guard,
+        })
+    }
+
+    /// Connects to a WebSocket URL with default options and an optional bearer token.
+    pub async fn connect_ws(url: &str, token: Option<String>) -> Result<Client, ClientError> {
+        let mut target = crate::transport::WebSocketTarget::new(url);
+        target.bearer_token = token;
+        Client::connect(Connector::WebSocket(target), ConnectOptions::default()).await
+    }
+
+    /// The session id (the same across resumes).
+    pub fn session_id(&self) -> String {
+        lock(&self.inner.session_id).clone()
+    }
+
+    /// The `environmentInfo` of the last `initialize`.
+    pub fn environment_info(&self) -> EnvironmentInfo {
+        lock(&self.inner.info).clone()
+    }
+
+    /// Sends one request and waits for its reply. A connection loss while waiting gives
+    /// [`ClientError::Disconnected`] (the request may or may not have run); see
+    /// [`Client::call_retrying`] for idempotent requests.
+    pub async fn call<M: Method>(&self, params: M::Params) -> Result<M::Result, ClientError> {
+        let conn = self.inner.connected().await?;
+        request::<M>(&self.inner, &conn, &params).await
+    }
+
+    /// Like [`Client::call`], but after a connection loss waits for the client to reconnect
+    /// and sends the request again. Only for requests that are safe to repeat (reads,
+    /// `process/write` with the same `writeId`, signals, ...).
+    pub async fn call_retrying<M: Method>(
+        &self,
+        params: M::Params,
+    ) -> Result<M::Result, ClientError> {
+        loop {
+            let conn = self.inner.connected().await?;
+            match request::<M>(&self.inner, &conn, &params).await {
+                Err(ClientError::Disconnected) => {
+                    conn.closed.cancelled().await;
+                    continue;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Closes the connection; later calls fail with [`ClientError::Closed`].
+    pub fn close(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Drops the current transport as if the network failed (the client then reconnects and
+    /// resumes). Meant for tests of recovery.
+    #[doc(hidden)]
+    pub fn break_connection(&self) {
+        if let State::Connected(conn) = &*self.inner.state.borrow() {
+            conn.closed.cancel();
+        }
+    }
+
+    /// A fresh id for client-chosen names (process ids, handle ids, write ids).
+    pub(crate) fn unique(&self, prefix: &str) -> String {
+        let n = self.inner.next_local_id.fetch_add(1, Ordering::Relaxed);
+        let sid = self.session_id();
+        let short = sid.get(..8).unwrap_or(&sid);
+        format!("{prefix}-{short}-{n}")
+    }
+
+    /// Registers a per-request route for `http/request/bodyDelta` notifications.
+    pub(crate) fn http_route(
+        &self,
+        request_id: &str,
+    ) -> mpsc::UnboundedReceiver<http::BodyDeltaNotification> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.http_routes).insert(request_id.to_string(), tx);
+        rx
+    }
+
+    /// Removes a per-request route.
+    pub(crate) fn drop_http_route(&self, request_id: &str) {
+        lock(&self.inner.http_routes).remove(request_id);
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn placeholder_info() -> EnvironmentInfo {
+    EnvironmentInfo {
+        shell: exec_server_protocol::environment::ShellInfo {
+            name: String::new(),
+            path: String::new(),
+        },
+        executor_version: "0.0.0".into(),
+        provider_id: None,
+        cwd: None,
+        user_home_dir: None,
+        platform_os: None,
+        prepend_path_dirs: Vec::new(),
+        temporary_directories: Vec::new(),
+        temp_dir: None,
+        capabilities: Default::default(),
+    }
+}
+
+/// Sends a request on `conn` and decodes its reply.
+async fn request<M: Method>(
+    inner: &Inner,
+    conn: &Arc<Conn>,
+    params: &M::Params,
+) -> Result<M::Result, ClientError> {
+    #[derive(Serialize)]
+    struct Req<'a, P> {
+        id: i64,
+        method: &'static str,
+        params: &'a P,
+    }
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let text = serde_json::to_string(&Req {
+        id,
+        method: M::NAME,
+        params,
+    })
+    .map_err(|e| ClientError::Protocol(format!("cannot encode {} params: {e}", M::NAME)))?;
+    let (tx, rx) = oneshot::channel();
+    conn.pending().insert(id, tx);
+    if conn.closed.is_cancelled() || conn.out.send(text).await.is_err() {
+        conn.pending().remove(&id);
+        return Err(ClientError::Disconnected);
+    }
+    let reply = tokio::select! {
+        r = rx => r.map_err(|_| ClientError::Disconnected)?,
+        _ = conn.closed.cancelled() => {
+            conn.pending().remove(&id);
+            return Err(ClientError::Disconnected);
+        }
+    };
+    match reply {
+        Ok(raw) => serde_json::from_str::<M::Result>(raw.get())
+            .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::NAME))),
+        Err(e) => Err(ClientError::Rpc(e)),
+    }
+}
+
+/// An incoming message as the client sees it.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(default)]
+    id: Option<serde_json::Number>,
+    #[serde(default, borrow)]
+    method: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<ErrorObject>,
+}
+
+/// Keeps a member that is present, even when its value is `null`.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+impl Inner {
+    /// Waits until connected; fails once closed.
+    async fn connected(&self) -> Result<Arc<Conn>, ClientError> {
+        let mut rx = self.state.subscribe();
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Err(ClientError::Closed);
+            }
+            match &*rx.borrow_and_update() {
+                State::Connected(c) if !c.closed.is_cancelled() => return Ok(c.clone()),
+                State::Closed(e) => return Err(e.clone()),
+                _ => {}
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(ClientError::Closed) },
+                _ = self.shutdown.cancelled() => return Err(ClientError::Closed),
+            }
+        }
+    }
+
+    /// Opens a link, starts its reader and runs the handshake.
+    async fn establish(self: Arc<Self>, resume: Option<String>) -> Result<Arc<Conn>, ClientError> {
+        let link = self.connector.open().await?;
+        let Link {
+            out,
+            incoming,
+            _guard,
+        } = link;
+        let conn = Arc::new(Conn {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(self.clone().read_loop(conn.clone(), incoming, _guard));
+        let params = InitializeParams {
+            client_name: self.options.client_name.clone(),
+            resume_session_id: resume,
+        };
+        let timeout = self.options.initialize_timeout;
+        let result = tokio::time::timeout(timeout, request::<Initialize>(&self, &conn, &params))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                what: "initialize",
+                ms: timeout.as_millis(),
+            })
+            .and_then(|r| r);
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                conn.closed.cancel();
+                return Err(e);
+            }
+        };
+        let note = format!(r#"{{"method":"{INITIALIZED}"}}"#);
+        if conn.out.send(note).await.is_err() {
+            conn.closed.cancel();
+            return Err(ClientError::Disconnected);
+        }
+        *lock(&self.session_id) = result.session_id;
+        *lock(&self.info) = result.environment_info;
+        Ok(conn)
+    }
+
+    /// Routes incoming messages until the link ends or the connection is cancelled.
+    async fn read_loop(
+        self: Arc<Self>,
+        conn: Arc<Conn>,
+        mut incoming: futures::stream::BoxStream<'static, String>,
+        guard: Option<Box<dyn Send + Sync>>,
+    ) {
+        loop {
+            let msg = tokio::select! {
+                m = incoming.next() => m,
+                _ = conn.closed.cancelled() => None,
+                _ = self.shutdown.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            self.route(&conn, &msg);
+        }
+        conn.closed.cancel();
+        conn.pending().clear();
+        drop(guard);
+        // Streamed HTTP bodies belong to the connection: they end with it.
+        let routes: Vec<_> = lock(&self.http_routes).drain().collect();
+        for (request_id, tx) in routes {
+            let _ = tx.send(http::BodyDeltaNotification {
+                request_id,
+                seq: u64::MAX,
+                delta_base64: Default::default(),
+                done: true,
+                error: Some("the connection to the server was lost".into()),
+            });
+        }
+    }
+
+    fn route(&self, conn: &Conn, msg: &str) {
+        let env: Envelope<'_> = match serde_json::from_str(msg) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(%e, "undecodable message from the server");
+                return;
+            }
+        };
+        if let Some(method) = env.method {
+            self.notification(&method, env.params);
+            return;
+        }
+        let Some(id) = env.id.and_then(|n| n.as_i64()) else {
+            return;
+        };
+        let reply = match (env.result, env.error) {
+            (_, Some(e)) => Err(e),
+            (Some(r), None) => Ok(r.to_owned()),
+            (None, None) => return,
+        };
+        if id < 0 {
+            if let Err(e) = &reply {
+                tracing::warn!(code = e.code, message = %e.message, "the server rejected a frame");
+            }
+            return;
+        }
+        if let Some(tx) = conn.pending().remove(&id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    fn notification(&self, method: &str, params: Option<&RawValue>) {
+        use exec_server_protocol::Notification as _;
+        let text = params.map(RawValue::get).unwrap_or("null");
+        if method == process::Output::NAME {
+            if let Ok(p) = serde_json::from_str::<process::OutputNotification>(text) {
+                let data = match p.chunk.decode() {
+                    Ok(d) => Bytes::from(d),
+                    Err(e) => {
+                        tracing::warn!(%e, "bad base64 in process/output");
+                        return;
+                    }
+                };
+                self.offer(
+                    &p.process_id,
+                    p.seq,
+                    ProcessEvent::Output {
+                        seq: p.seq,
+                        stream: p.stream,
+                        data,
+                    },
+                );
+            }
+        } else if method == process::Exited::NAME {
+            if let Ok(p) = serde_json::from_str::<process::ExitedNotification>(text) {
+                self.offer(
+                    &p.process_id,
+                    p.seq,
+                    ProcessEvent::Exited {
+                        seq: p.seq,
+                        exit_code: p.exit_code,
+                    },
+                );
+            }
+        } else if method == process::Closed::NAME {
+            if let Ok(p) = serde_json::from_str::<process::ClosedNotification>(text) {
+                self.offer(&p.process_id, p.seq, ProcessEvent::Closed { seq: p.seq });
+            }
+        } else if method == http::BodyDelta::NAME {
+            if let Ok(p) = serde_json::from_str::<http::BodyDeltaNotification>(text) {
+                let mut routes = lock(&self.http_routes);
+                if let Some(tx) = routes.get(&p.request_id) {
+                    let done = p.done;
+                    let id = p.request_id.clone();
+                    if tx.send(p).is_err() || done {
+                        routes.remove(&id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn offer(&self, process_id: &str, seq: u64, event: ProcessEvent) {
+        let mut routes = lock(&self.routes);
+        if let Some(route) = routes.get_mut(process_id) {
+            route.offer(seq, seq, Ok(event));
+            if route.is_done() {
+                routes.remove(process_id);
+            }
+        }
+    }
+
+    /// Owns the connection lifecycle: waits for the connection to end, then reconnects and
+    /// resumes until the recovery deadline.
+    async fn supervise(self: Arc<Self>, mut conn: Arc<Conn>) {
+        loop {
+            tokio::select! {
+                _ = conn.closed.cancelled() => {}
+                _ = self.shutdown.cancelled() => {
+                    conn.closed.cancel();
+                    self.state.send_replace(State::Closed(ClientError::Closed));
+                    return;
+                }
+            }
+            if self.shutdown.is_cancelled() {
+                self.state.send_replace(State::Closed(ClientError::Closed));
+                return;
+            }
+            if !self.options.reconnect {
+                self.fail(ClientError::Disconnected);
+                return;
+            }
+            self.state.send_replace(State::Connecting);
+            match self.clone().reconnect().await {
+                Ok(c) => {
+                    conn = c;
+                    self.state.send_replace(State::Connected(conn.clone()));
+                    tokio::spawn(self.clone().catch_up(conn.clone()));
+                }
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Tries `initialize {resumeSessionId}` until it works, the session is gone, or the
+    /// deadline passes.
+    async fn reconnect(self: Arc<Self>) -> Result<Arc<Conn>, ClientError> {
+        let session = lock(&self.session_id).clone();
+        let deadline = tokio::time::Instant::now() + self.options.recovery_timeout;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = self.clone().establish(Some(session.clone()));
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = self.shutdown.cancelled() => return Err(ClientError::Closed),
+            };
+            match result {
+                Ok(conn) => {
+                    tracing::info!(session = %session, "resumed the session");
+                    return Ok(conn);
+                }
+                Err(ClientError::Rpc(e)) if e.code != codes::SESSION_ALREADY_ATTACHED => {
+                    return Err(ClientError::SessionLost(e.message));
+                }
+                Err(e) => {
+                    tracing::debug!(%e, "reconnect attempt failed");
+                }
+            }
+            if tokio::time::Instant::now() + delay > deadline {
+                return Err(ClientError::SessionLost(format!(
+                    "no connection within {} s",
+                    self.options.recovery_timeout.as_secs()
+                )));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.cancelled() => return Err(ClientError::Closed),
+            }
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Closes the client for good and ends every process's event stream with `e`.
+    fn fail(&self, e: ClientError) {
+        tracing::warn!(%e, "giving up on the connection");
+        self.state.send_replace(State::Closed(e.clone()));
+        let routes: Vec<Route> = lock(&self.routes).drain().map(|(_, r)| r).collect();
+        for r in routes {
+            r.fail(e.clone());
+        }
+    }
+
+    /// Re-reads each live process from the last seq it delivered.
+    async fn catch_up(self: Arc<Self>, conn: Arc<Conn>) {
+        let ids: Vec<String> = lock(&self.routes).keys().cloned().collect();
+        let tasks = ids.into_iter().map(|id| {
+            let this = self.clone();
+            let conn = conn.clone();
+            async move { this.catch_up_one(&conn, &id).await }
+        });
+        futures::future::join_all(tasks).await;
+    }
+
+    async fn catch_up_one(&self, conn: &Arc<Conn>, id: &str) {
+        /// Bytes per catch-up read, well under the message limit once base64-encoded.
+        const MAX_BYTES: u64 = 8 << 20;
+        loop {
+            let Some(after) = lock(&self.routes).get(id).map(Route::delivered) else {
+                return;
+            };
+            let params = ReadParams {
+                process_id: id.to_string(),
+                after_seq: Some(after),
+                max_bytes: Some(MAX_BYTES),
+                wait_ms: None,
+            };
+            let r = match request::<process::Read>(self, conn, &params).await {
+                Ok(r) => r,
+                Err(ClientError::Rpc(e)) => {
+                    // The process is gone from the server (forgotten after its retention).
+                    let mut routes = lock(&self.routes);
+                    if let Some(route) = routes.remove(id) {
+                        route.fail(ClientError::Rpc(e));
+                    }
+                    return;
+                }
+                Err(_) => return, // The connection dropped again; the next catch-up retries.
+            };
+            let more = !r.chunks.is_empty() && !r.closed;
+            let mut routes = lock(&self.routes);
+            let Some(route) = routes.get_mut(id) else {
+                return;
+            };
+            feed_read(route, after, &r);
+            if route.is_done() {
+                routes.remove(id);
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+}
+
+/// Feeds a `process/read` reply into a route: its chunks, the gap it reports, and the exit and
+/// close events, whose seqs are the ones in `(after, nextSeq)` no chunk took (the close is
+/// always the last seq).
+pub(crate) fn feed_read(route: &mut Route, after: u64, r: &ReadResult) {
+    let mut cursor = after;
+    if let Some(gap) = &r.gap {
+        route.offer(
+            gap.from_seq,
+            gap.to_seq,
+            Err(ClientError::OutputLost {
+                from_seq: gap.from_seq,
+                to_seq: gap.to_seq,
+                bytes: gap.bytes,
+            }),
+        );
+        cursor = cursor.max(gap.to_seq);
+    }
+    let synth = |route: &mut Route, from: u64, to: u64| {
+        for s in from..to {
+            let event = if r.closed && s + 1 == r.next_seq {
+                ProcessEvent::Closed { seq: s }
+            } else {
+                ProcessEvent::Exited {
+                    seq: s,
+                    exit_code: r.exit_code.unwrap_or(-1),
+                }
+            };
+            if r.exited {
+                route.offer(s, s, Ok(event));
+            }
+        }
+    };
+    for c in &r.chunks {
+        synth(route, cursor + 1, c.seq);
+        if let Ok(data) = c.chunk.decode() {
+            route.offer(
+                c.seq,
+                c.seq,
+                Ok(ProcessEvent::Output {
+                    seq: c.seq,
+                    stream: c.stream,
+                    data: Bytes::from(data),
+                }),
+            );
+        }
+        cursor = c.seq;
+    }
+    synth(route, cursor + 1, r.next_seq);
+}
