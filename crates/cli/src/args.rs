@@ -36,7 +36,21 @@ pub(crate) enum LogFormat {
 
 /// Subcommands (client commands and helpers). Serving stays the default.
 #[derive(Debug, clap::Subcommand)]
-pub(crate) enum Command {}
+pub(crate) enum Command {
+    /// Run a command on an executor, like ssh: its stdout and stderr come back on yours, your
+    /// stdin goes to it, Ctrl-C interrupts it, and its exit code becomes yours.
+    #[command(after_help = crate::cmd::run::EXAMPLES)]
+    Run(crate::cmd::run::RunArgs),
+    /// Open an interactive shell on an executor in a pseudo-terminal (resizes follow yours).
+    #[command(after_help = crate::cmd::shell::EXAMPLES)]
+    Shell(crate::cmd::shell::ShellArgs),
+    /// Copy files and directories to or from an executor; remote paths start with `:`.
+    #[command(after_help = crate::cmd::cp::EXAMPLES)]
+    Cp(crate::cmd::cp::CpArgs),
+    /// Print what an executor reports about itself (environmentInfo) as JSON.
+    #[command(after_help = crate::cmd::info::EXAMPLES)]
+    Info(crate::cmd::info::InfoArgs),
+}
 
 #[cfg(test)]
 mod tests {

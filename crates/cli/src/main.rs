@@ -2,6 +2,7 @@
 //! WebSocket or stdio until stopped.
 
 mod args;
+mod cmd;
 mod serve_args;
 
 use anyhow::Context as _;
@@ -61,7 +62,7 @@ fn init_tracing(format: args::LogFormat) {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve).await,
-        Some(command) => match command {},
+        Some(command) => cmd::dispatch(command).await,
     }
 }
 

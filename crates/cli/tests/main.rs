@@ -5,11 +5,14 @@ mod support;
 
 mod auth;
 mod cli;
+mod client;
+mod client_cli;
 mod engine;
 mod http;
 mod limits;
 mod process;
 mod retention;
+mod sandbox;
 mod sessions;
 mod transport;
 mod watch;

@@ -116,3 +116,98 @@ fn stdio_framing_and_flush_on_eof() {
         assert!(ids.contains(&want), "missing reply {want}: {out:?}");
     }
 }
+
+/// Opens a raw WebSocket (hand-written upgrade) so the test can send invalid frames.
+async fn raw_ws(server: &Server) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.url.trim_start_matches("ws://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// Reads frames until a close frame and returns its code.
+async fn close_code(s: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        let mut h = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut h))
+            .await
+            .ok()?
+            .ok()?;
+        let mut len = (h[1] & 0x7f) as usize;
+        if len == 126 {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).await.ok()?;
+            len = u16::from_be_bytes(l) as usize;
+        } else if len == 127 {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).await.ok()?;
+            len = u64::from_be_bytes(l) as usize;
+        }
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.ok()?;
+        if h[0] & 0x0f == 0x8 {
+            return payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+        }
+    }
+}
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut f = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_frame_closes_with_1007() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[]);
+    let mut s = raw_ws(&server).await;
+    s.write_all(&masked(0x1, b"\xff\xfe{}")).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1007));
+}
+
+#[tokio::test]
+async fn unmasked_client_frame_closes_with_1002() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[]);
+    let mut s = raw_ws(&server).await;
+    s.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    assert_eq!(close_code(&mut s).await, Some(1002));
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_a_parse_error() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    c.ws.send(Message::Text(deep.into())).await.unwrap();
+    let v = c.recv().await.expect("still open");
+    assert_eq!(
+        (v["id"].as_i64(), v["error"]["code"].as_i64()),
+        (Some(-1), Some(-32600))
+    );
+    let nested = format!(
+        r#"{{"id":5,"method":"environment/info","params":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    c.ws.send(Message::Text(nested.into())).await.unwrap();
+    let v = c.recv().await.expect("still open");
+    assert!(v["error"]["code"].as_i64().is_some(), "{v}");
+    assert!(c.call("environment/info", json!({})).await["shell"].is_object());
+}

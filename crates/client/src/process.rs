@@ -95,7 +95,8 @@ pub struct Route {
     delivered: u64,
     /// Buffered items by first seq, with the last seq each covers.
     buffer: BTreeMap<u64, (u64, Item)>,
-    tx: mpsc::UnboundedSender<Item>,
+    /// Dropped once the close was handed on, which ends the stream.
+    tx: Option<mpsc::UnboundedSender<Item>>,
     done: bool,
 }
 
@@ -107,7 +108,7 @@ impl Route {
             Route {
                 delivered: 0,
                 buffer: BTreeMap::new(),
-                tx,
+                tx: Some(tx),
                 done: false,
             },
             ProcessEvents { rx },
@@ -134,9 +135,12 @@ impl Route {
         while let Some((to, item)) = self.buffer.remove(&(self.delivered + 1)) {
             self.delivered = to;
             let closed = matches!(item, Ok(ProcessEvent::Closed { .. }));
-            let _ = self.tx.send(item);
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(item);
+            }
             if closed {
                 self.done = true;
+                self.tx = None;
                 self.buffer.clear();
                 return;
             }
@@ -144,9 +148,10 @@ impl Route {
     }
 
     /// Ends the stream with an error.
-    pub fn fail(mut self, e: ClientError) {
-        let _ = self.tx.send(Err(e));
-        self.done = true;
+    pub fn fail(self, e: ClientError) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Err(e));
+        }
     }
 }
 
@@ -321,6 +326,7 @@ mod tests {
         r.offer(3, 3, Ok(ProcessEvent::Closed { seq: 3 }));
         r.offer(2, 2, out(2));
         assert!(r.is_done());
+        drop(r); // the stream ends once its route is gone
         let mut seqs = Vec::new();
         while let Some(Ok(e)) = ev.next_event().await {
             seqs.push(match e {

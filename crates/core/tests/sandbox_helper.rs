@@ -220,6 +220,28 @@ fn main() -> ExitCode {
     if let Some(code) = maybe_run_helper() {
         std::process::exit(code);
     }
+    // Speak enough of libtest's command line for cargo test and nextest: `--list` prints the
+    // test names; a bare argument selects one test (`--exact NAME`).
+    const TESTS: [&str; 4] = [
+        "read_only_root",
+        "writable_root",
+        "denied_reads",
+        "sandboxed_open",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        if !args.iter().any(|a| a == "--ignored") {
+            for t in TESTS {
+                println!("{t}: test");
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let only: Option<&str> = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(String::as_str);
+    let selected = |name: &str| only.is_none_or(|o| name.contains(o));
     let support = exec_server_sandbox::probe();
     if !support.user_namespaces {
         println!("skipped: this kernel does not allow user namespaces");
@@ -232,16 +254,20 @@ fn main() -> ExitCode {
     let mut passed = 0;
     macro_rules! run {
         ($name:ident) => {{
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = std::fs::canonicalize(dir.path()).expect("canonical tempdir");
-            match rt.block_on($name(&path)) {
-                Ok(()) => {
-                    passed += 1;
-                    println!("test {} ... ok", stringify!($name));
-                }
-                Err(e) => {
-                    failed += 1;
-                    println!("test {} ... FAILED: {e}", stringify!($name));
+            if !selected(stringify!($name)) {
+                // not selected
+            } else {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let path = std::fs::canonicalize(dir.path()).expect("canonical tempdir");
+                match rt.block_on($name(&path)) {
+                    Ok(()) => {
+                        passed += 1;
+                        println!("test {} ... ok", stringify!($name));
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        println!("test {} ... FAILED: {e}", stringify!($name));
+                    }
                 }
             }
         }};

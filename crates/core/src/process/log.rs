@@ -335,3 +335,79 @@ mod tests {
         assert!(log.events_after(2, 10).is_empty());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Out(usize),
+        Deliver(u64),
+        Read(u64, Option<u64>),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..300).prop_map(Op::Out),
+            (0u64..80).prop_map(Op::Deliver),
+            ((0u64..80), proptest::option::of(1u64..600)).prop_map(|(a, m)| Op::Read(a, m)),
+        ]
+    }
+
+    proptest! {
+        /// Seqs stay contiguous, accounting matches the retained events, undelivered output
+        /// is never evicted, and reads return whole chunks in order or an explicit gap.
+        #[test]
+        fn log_invariants(retention in 1usize..2000, ops in proptest::collection::vec(op(), 1..120)) {
+            let mut log = EventLog::new(retention);
+            let mut lens: Vec<usize> = Vec::new(); // by seq - 1
+            let mut delivered = 0u64;
+            for op in ops {
+                match op {
+                    Op::Out(n) => {
+                        let seq = log.push(EventKind::Output {
+                            stream: Stream::Stdout,
+                            data: Bytes::from(vec![7u8; n]),
+                        });
+                        prop_assert_eq!(seq, lens.len() as u64 + 1);
+                        lens.push(n);
+                    }
+                    Op::Deliver(s) => {
+                        log.mark_delivered(s);
+                        delivered = delivered.max(s.min(lens.len() as u64));
+                    }
+                    Op::Read(after, max) => {
+                        let r = log.read(after, max);
+                        let mut prev = after;
+                        let mut total = 0u64;
+                        for (i, (seq, _, data)) in r.chunks.iter().enumerate() {
+                            prop_assert!(*seq > prev);
+                            prop_assert_eq!(data.len(), lens[*seq as usize - 1]);
+                            total += data.len() as u64;
+                            if let Some(m) = max {
+                                prop_assert!(i == 0 || total <= m);
+                            }
+                            prev = *seq;
+                        }
+                        if let Some(g) = &r.gap {
+                            prop_assert_eq!(g.from_seq, after + 1);
+                            prop_assert!(g.to_seq >= g.from_seq);
+                            let evicted: usize = lens[(g.from_seq - 1) as usize..g.to_seq as usize].iter().sum();
+                            prop_assert!(g.bytes <= evicted as u64);
+                        }
+                    }
+                }
+                // Accounting.
+                let (first, last) = log.retained_range().unwrap_or((lens.len() as u64 + 1, lens.len() as u64));
+                let retained: usize = lens[(first - 1) as usize..last as usize].iter().sum();
+                prop_assert_eq!(log.retained_bytes(), retained);
+                let undelivered: usize = lens[delivered as usize..].iter().sum();
+                prop_assert_eq!(log.undelivered_bytes(), undelivered);
+                // Nothing undelivered was evicted.
+                prop_assert!(first <= delivered + 1);
+            }
+        }
+    }
+}

@@ -34,6 +34,14 @@ pub enum InFrame {
     TooLarge,
     /// The peer showed it is alive without sending a message (e.g. a pong).
     Alive,
+    /// The transport saw a protocol violation: close with this code (1002 protocol error,
+    /// 1007 invalid UTF-8 in a text frame).
+    Violation {
+        /// The close code.
+        code: u16,
+        /// A short reason.
+        reason: &'static str,
+    },
 }
 
 /// A message for a transport to send.
@@ -126,6 +134,10 @@ where
         last_seen = tokio::time::Instant::now();
         match frame {
             InFrame::Alive => {}
+            InFrame::Violation { code, reason } => {
+                conn.close(code, reason).await;
+                break true;
+            }
             InFrame::TooLarge => {
                 conn.close(1009, "message too big").await;
                 break true;

@@ -147,7 +147,7 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
             Ok(_) => Some(InFrame::Alive),
             Err(e) => {
                 tracing::debug!(%peer, %e, "websocket read failed");
-                is_capacity_error(&e).then_some(InFrame::TooLarge)
+                classify_error(&e)
             }
         })
         .take_while(|f| futures::future::ready(f.is_some()))
@@ -174,8 +174,26 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
     tracing::debug!(%peer, "websocket disconnected");
 }
 
-/// A read error that means "message too big" (tungstenite's capacity error).
-fn is_capacity_error(e: &axum::Error) -> bool {
+/// What a read error means for the peer: too big (1009), bad UTF-8 (1007), a protocol
+/// violation (1002), or a broken connection (no close frame possible).
+fn classify_error(e: &axum::Error) -> Option<InFrame> {
     let text = e.to_string();
-    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("too big")
+    {
+        Some(InFrame::TooLarge)
+    } else if text.contains("UTF-8") || text.contains("utf-8") {
+        Some(InFrame::Violation {
+            code: 1007,
+            reason: "invalid UTF-8 in a text frame",
+        })
+    } else if text.contains("protocol error") {
+        Some(InFrame::Violation {
+            code: 1002,
+            reason: "websocket protocol error",
+        })
+    } else {
+        None
+    }
 }
