@@ -254,6 +254,8 @@ async fn run_round(
         }
         let started = std::time::Instant::now();
         let cpu_before = server::own_cpu_secs();
+        let server_pid = server.pid();
+        let server_cpu_before = server_pid.and_then(server::pid_cpu_secs);
         let outcome = tokio::time::timeout(
             measure.timeout,
             measures::run(measure.name, &server, config),
@@ -276,6 +278,21 @@ async fn run_round(
         });
         let wall = started.elapsed().as_secs_f64();
         let client_cpu = server::own_cpu_secs() - cpu_before;
+        let server_cpu = server_pid
+            .and_then(server::pid_cpu_secs)
+            .zip(server_cpu_before)
+            .map(|(after, before)| after - before);
+        // Server CPU per GiB streamed: insensitive to other load on the machine.
+        let outcome = outcome.map(|mut figures| {
+            if measure.name == "notify-stream" {
+                if let Some(cpu) = server_cpu {
+                    let gib = config.stream_bytes as f64 / f64::from(1u32 << 30);
+                    figures.push(("notify_server_cpu_s_per_gib", cpu / gib));
+                }
+            }
+            figures
+        });
+        let server_cpu_text = server_cpu.map_or("?".to_string(), |c| format!("{c:.1}s"));
         let summary = match &outcome {
             Ok(figures) => figures
                 .iter()
@@ -285,7 +302,7 @@ async fn run_round(
             Err(e) => format!("error: {e}"),
         };
         eprintln!(
-            "   {:<14} {wall:>6.1}s (bench cpu {client_cpu:.1}s)  {summary}",
+            "   {:<14} {wall:>6.1}s (cpu: bench {client_cpu:.1}s, server {server_cpu_text})  {summary}",
             measure.name
         );
         for figure in measure.figures {

@@ -112,6 +112,11 @@ pub(crate) const MEASURES: &[Measure] = &[
                 "notification stream lossless",
                 Better::Yes,
             ),
+            fig(
+                "notify_server_cpu_s_per_gib",
+                "notification stream, server CPU per GiB (s)",
+                Better::Lower,
+            ),
         ],
         timeout: Duration::from_secs(180),
     },

@@ -324,19 +324,26 @@ impl Drop for Spinners {
 
 /// CPU time (user + system) consumed so far by the bench process itself, in seconds.
 pub(crate) fn own_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    cpu_secs("self").unwrap_or(0.0)
+}
+
+/// CPU time (user + system, its own threads only) consumed so far by process `pid`, seconds.
+pub(crate) fn pid_cpu_secs(pid: u32) -> Option<f64> {
+    cpu_secs(&pid.to_string())
+}
+
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
+    let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
+        .get(11..13)?
+        .iter()
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Some(ticks / 100.0)
 }
 
 /// `(nproc, CPU model)` of this machine.

@@ -4,6 +4,7 @@
 mod args;
 mod cmd;
 mod serve_args;
+mod telemetry;
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -17,7 +18,7 @@ fn main() -> std::process::ExitCode {
         std::process::exit(code);
     }
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    let _telemetry = telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -40,22 +41,6 @@ fn main() -> std::process::ExitCode {
             eprintln!("exec-server: {e:#}");
             std::process::ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs go to stderr (stdout is the stdio transport), as text or one JSON object per line.
-/// Logs carry ids and reasons, never tokens, secrets or request bodies.
-fn init_tracing(format: args::LogFormat) {
-    use std::io::IsTerminal as _;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        args::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        args::LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -266,9 +266,69 @@ async fn a_lost_session_ends_process_streams_with_an_error() {
     );
 }
 
+/// A tiny HTTP origin: every request gets the same small response.
+async fn origin() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", l.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "hello from the origin";
+                let reply = format!(
+                    "HTTP/1.1 201 Created\r\nConnection: close\r\nX-Test: a\r\nX-Test: b\r\n\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (base, task)
+}
+
 /// One body, run against both faces of the Environment.
-async fn parity_body(env: &Environment) -> Vec<String> {
+async fn parity_body(env: &Environment, origin: &str) -> Vec<String> {
+    use exec_server_core::http::{HttpRequest, HttpRunner};
     let mut facts = Vec::new();
+    let http = env.http();
+    let resp = http
+        .send(HttpRequest {
+            method: "GET".into(),
+            url: format!("{origin}/x"),
+            ..Default::default()
+        })
+        .await
+        .expect("http");
+    let headers: Vec<_> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name == "x-test")
+        .map(|h| h.value.clone())
+        .collect();
+    let body = resp.body.read_to_end(1 << 20).await.expect("body");
+    facts.push(format!("http: {} {headers:?} {body:?}", resp.status));
+    let e = http
+        .send(HttpRequest {
+            method: "GET".into(),
+            url: "ftp://example/".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad scheme");
+    facts.push(format!(
+        "http error: {e} invalid={}",
+        e.is_invalid_request()
+    ));
+
     let exec = env.exec();
     let mut p = exec
         .start(sh("parity", "echo out; echo err >&2; exit 5"))
@@ -381,10 +441,11 @@ async fn parity_body(env: &Environment) -> Vec<String> {
 #[tokio::test]
 async fn environment_parity_local_and_remote() {
     let server = Server::start(&[]);
+    let (origin, _task) = origin().await;
     let local = Environment::local().expect("local");
     let remote = Environment::remote(connect(&server.url).await);
-    let l = parity_body(&local).await;
-    let r = parity_body(&remote).await;
+    let l = parity_body(&local, &origin).await;
+    let r = parity_body(&remote, &origin).await;
     // Temp dir names differ; everything else must match.
     let scrub = |v: Vec<String>| -> Vec<String> {
         v.into_iter()
@@ -398,4 +459,90 @@ async fn environment_parity_local_and_remote() {
             .collect()
     };
     assert_eq!(scrub(l), scrub(r));
+}
+
+#[tokio::test]
+async fn stdio_transport_spawns_the_server() {
+    let connector = exec_server_client::Connector::Stdio(exec_server_client::StdioCommand {
+        program: crate::support::BIN.into(),
+        args: vec!["--listen".into(), "stdio".into()],
+        env: [("RUST_LOG".to_string(), "warn".to_string())].into(),
+        cwd: None,
+    });
+    let options = exec_server_client::ConnectOptions {
+        reconnect: false,
+        ..Default::default()
+    };
+    let client = Client::connect(connector, options).await.expect("connect");
+    let mut p = client
+        .start_process(sh("s", "printf stdio"))
+        .await
+        .expect("start");
+    let (out, _, code) = p.events().collect_output().await.expect("events");
+    assert_eq!((out.as_slice(), code), (&b"stdio"[..], Some(0)));
+}
+
+#[tokio::test]
+async fn environment_manager_connects_configured_environments() {
+    use exec_server_client::manager::EnvironmentsConfig;
+    use exec_server_client::EnvironmentManager;
+    let server = Server::start(&[]);
+    let home = tempfile::tempdir().expect("tempdir");
+    let toml = format!(
+        "default = \"ws\"\n\
+         [[environments]]\nid = \"ws\"\nurl = \"{url}\"\n\
+         [[environments]]\nid = \"pipe\"\nprogram = \"{bin}\"\nargs = [\"--listen\", \"stdio\"]\n\
+         env = {{ RUST_LOG = \"warn\" }}\n",
+        url = server.url,
+        bin = crate::support::BIN,
+    );
+    std::fs::write(home.path().join("environments.toml"), toml).expect("write");
+    let config = EnvironmentsConfig::load(home.path(), Some("none")).expect("config");
+    let manager = EnvironmentManager::new(config);
+    assert_eq!(manager.ids(), ["local", "ws", "pipe"]);
+    let default = manager
+        .default_environment()
+        .await
+        .expect("connect")
+        .expect("a default");
+    assert!(matches!(default, Environment::Remote(_)));
+    for id in ["ws", "pipe", "local"] {
+        let env = manager.get(id).await.expect("environment");
+        let mut p = env.exec().start(sh("m", "printf ok")).await.expect("start");
+        let (out, _, code) = p.events().collect_output().await.expect("events");
+        assert_eq!((out.as_slice(), code), (&b"ok"[..], Some(0)), "{id}");
+    }
+    let e = manager.get("nope").await.expect_err("unknown id");
+    assert!(
+        e.to_string().contains("unknown environment id `nope`"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_read_stream_reopens_its_file_after_a_cut() {
+    let server = Server::start(&[]);
+    let proxy = Proxy::start(&server.url).await;
+    let client = connect(&proxy.url).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..8_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(dir.path().join("f"), &data).expect("write");
+    let path = PathUri::from_path(&dir.path().join("f")).expect("uri");
+    let opts = TransferOptions {
+        block_size: 64 << 10,
+        in_flight: 4,
+    };
+    let mut stream = client.read_stream(&path, opts).await.expect("open");
+    let mut back = Vec::new();
+    let mut cut = false;
+    while let Some(b) = stream.next().await {
+        back.extend_from_slice(&b.expect("block"));
+        if !cut && back.len() > 1_000_000 {
+            proxy.cut();
+            cut = true;
+        }
+    }
+    assert!(cut);
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "bytes differ");
 }

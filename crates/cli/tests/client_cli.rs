@@ -274,3 +274,63 @@ impl Drop for KillSession {
         tmux(&["kill-session", "-t", &self.0]);
     }
 }
+
+#[test]
+fn ctrl_c_interrupts_the_remote_process() {
+    let server = Server::start(&[]);
+    #[allow(clippy::disallowed_methods)] // the binary under test
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            &server.url,
+            "--",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 30",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let mut child = child;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("ready line");
+    assert_eq!(line, "ready\n");
+    #[allow(clippy::disallowed_methods)] // send SIGINT as a terminal's Ctrl-C would
+    let killed = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "SIGINT is 128 + 2");
+}
+
+#[test]
+fn the_token_options_authenticate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "open-sesame\n").expect("write");
+    let token = token.to_string_lossy().into_owned();
+    let server = Server::start(&["--ws-auth", "capability-token", "--ws-token-file", &token]);
+    let out = exec(&["info", &server.url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pass --token"), "{err}");
+    let out = exec(&["info", "--token-file", &token, &server.url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = exec(&["run", "--token", "open-sesame", &server.url, "--", "true"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

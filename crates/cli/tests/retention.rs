@@ -63,3 +63,32 @@ async fn evicted_output_is_reported_as_a_gap() {
         .sum();
     assert_eq!(gap["bytes"].as_u64().unwrap() as usize + retained, 8 * MIB);
 }
+
+#[tokio::test]
+async fn a_client_streaming_with_reads_alone_loses_nothing() {
+    // Notifications are pushed too, but while a client keeps reading, only what the reads
+    // returned counts as delivered: with 1 MiB of retention, 48 MiB arrive through reads.
+    let server = Server::start(&["--retention-per-process", "1048576"]);
+    let (mut c, _) = server.session().await;
+    c.sh("big", "head -c 50331648 /dev/zero", json!({})).await;
+    let mut after = 0u64;
+    let mut total = 0usize;
+    loop {
+        let r = c
+            .call(
+                "process/read",
+                json!({"processId": "big", "afterSeq": after, "waitMs": 1000}),
+            )
+            .await;
+        assert!(r.get("gap").is_none(), "lost output at cursor {after}");
+        for ch in r["chunks"].as_array().unwrap() {
+            total += unb64(ch["chunk"].as_str().unwrap()).len();
+        }
+        after = r["nextSeq"].as_u64().unwrap() - 1;
+        c.notes.clear();
+        if r["closed"] == true {
+            break;
+        }
+    }
+    assert_eq!(total, 48 * MIB);
+}

@@ -55,8 +55,9 @@ impl Default for ConnectOptions {
     }
 }
 
-/// What a reply carries: the raw result or the error object.
-type Reply = Result<Box<RawValue>, ErrorObject>;
+/// What a reply carries: the message text and where its raw result lies in it, or the error
+/// object.
+type Reply = Result<(String, std::ops::Range<usize>), ErrorObject>;
 
 /// One live link and the replies it owes.
 pub(crate) struct Conn {
@@ -284,7 +285,7 @@ async fn request<M: Method>(
         }
     };
     match reply {
-        Ok(raw) => serde_json::from_str::<M::Result>(raw.get())
+        Ok((text, range)) => serde_json::from_str::<M::Result>(&text[range])
             .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::NAME))),
         Err(e) => Err(ClientError::Rpc(e)),
     }
@@ -303,6 +304,19 @@ struct Envelope<'a> {
     result: Option<&'a RawValue>,
     #[serde(default)]
     error: Option<ErrorObject>,
+}
+
+/// Finds the id and the result of a success written as `{"id":N,"result":…}` (how this server
+/// and upstream write them) without scanning the result, which can be megabytes of base64;
+/// the caller's typed decode validates it. Anything else takes the full parse.
+fn fast_success(msg: &str) -> Option<(i64, std::ops::Range<usize>)> {
+    let rest = msg.strip_prefix(r#"{"id":"#)?;
+    let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))?;
+    let id: i64 = rest[..digits].parse().ok()?;
+    let body = rest[digits..].strip_prefix(r#","result":"#)?;
+    let start = msg.len() - body.len();
+    let end = msg.strip_suffix('}')?.len();
+    (end > start && id >= 0).then_some((id, start..end))
 }
 
 /// Keeps a member that is present, even when its value is `null`.
@@ -387,7 +401,7 @@ impl Inner {
                 _ = self.shutdown.cancelled() => None,
             };
             let Some(msg) = msg else { break };
-            self.route(&conn, &msg);
+            self.route(&conn, msg);
         }
         conn.closed.cancel();
         conn.pending().clear();
@@ -405,8 +419,14 @@ impl Inner {
         }
     }
 
-    fn route(&self, conn: &Conn, msg: &str) {
-        let env: Envelope<'_> = match serde_json::from_str(msg) {
+    fn route(&self, conn: &Conn, msg: String) {
+        if let Some((id, range)) = fast_success(&msg) {
+            if let Some(tx) = conn.pending().remove(&id) {
+                let _ = tx.send(Ok((msg, range)));
+            }
+            return;
+        }
+        let env: Envelope<'_> = match serde_json::from_str(&msg) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(%e, "undecodable message from the server");
@@ -422,7 +442,11 @@ impl Inner {
         };
         let reply = match (env.result, env.error) {
             (_, Some(e)) => Err(e),
-            (Some(r), None) => Ok(r.to_owned()),
+            (Some(r), None) => {
+                let text = r.get().to_string();
+                let len = text.len();
+                Ok((text, 0..len))
+            }
             (None, None) => return,
         };
         if id < 0 {
@@ -546,7 +570,7 @@ impl Inner {
             };
             match result {
                 Ok(conn) => {
-                    tracing::info!(session = %session, "resumed the session");
+                    tracing::debug!(session = %session, "resumed the session");
                     return Ok(conn);
                 }
                 Err(ClientError::Rpc(e)) if e.code != codes::SESSION_ALREADY_ATTACHED => {
@@ -681,4 +705,71 @@ pub(crate) fn feed_read(route: &mut Route, after: u64, r: &ReadResult) {
         cursor = c.seq;
     }
     synth(route, cursor + 1, r.next_seq);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fast_success;
+
+    #[tokio::test]
+    async fn reads_fill_holes_with_output_exit_and_close() {
+        use super::feed_read;
+        use crate::process::{ProcessEvent, Route};
+        use exec_server_protocol::bytes::Base64;
+        use exec_server_protocol::process::{OutputChunk, ReadResult, Stream};
+        let chunk = |seq| OutputChunk {
+            seq,
+            stream: Stream::Stdout,
+            chunk: Base64::encode(seq.to_string().as_bytes()),
+        };
+        let (mut route, mut events) = Route::new();
+        route.offer(1, 1, Ok(out(1)));
+        // Notifications 5 and 6 arrived on the new connection before the catch-up read.
+        route.offer(5, 5, Ok(out(5)));
+        // Seq 2 is output, 3 the exit, 4 output after the exit, 5 output, 6 the close.
+        let r = ReadResult {
+            chunks: vec![chunk(2), chunk(4), chunk(5)],
+            next_seq: 7,
+            exited: true,
+            exit_code: Some(9),
+            closed: true,
+            failure: None,
+            sandbox_denied: false,
+            gap: None,
+        };
+        feed_read(&mut route, 1, &r);
+        assert!(route.is_done());
+        let mut seen = Vec::new();
+        while let Some(ev) = events.next_event().await {
+            seen.push(ev.expect("event"));
+        }
+        let kinds: Vec<String> = seen
+            .iter()
+            .map(|e| match e {
+                ProcessEvent::Output { seq, .. } => format!("o{seq}"),
+                ProcessEvent::Exited { seq, exit_code } => format!("x{seq}={exit_code}"),
+                ProcessEvent::Closed { seq } => format!("c{seq}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["o1", "o2", "x3=9", "o4", "o5", "c6"]);
+    }
+
+    fn out(seq: u64) -> crate::process::ProcessEvent {
+        crate::process::ProcessEvent::Output {
+            seq,
+            stream: exec_server_protocol::process::Stream::Stdout,
+            data: bytes::Bytes::from(seq.to_string()),
+        }
+    }
+
+    #[test]
+    fn fast_path_finds_id_and_result() {
+        let m = r#"{"id":12,"result":{"chunk":"QUJD","eof":true}}"#;
+        let (id, r) = fast_success(m).expect("fast");
+        assert_eq!((id, &m[r]), (12, r#"{"chunk":"QUJD","eof":true}"#));
+        assert!(fast_success(r#"{"error":{"code":1,"message":"x"},"id":1}"#).is_none());
+        assert!(fast_success(r#"{"id":"s","result":{}}"#).is_none());
+        assert!(fast_success(r#"{"id":-1,"result":{}}"#).is_none());
+        assert!(fast_success(r#"{"method":"x","params":{}}"#).is_none());
+    }
 }

@@ -1,4 +1,4 @@
-//! Transports: how a client reaches a server. Each one yields a [`Link`] that only moves whole
+//! Transports: how a client reaches a server. Each one yields a link that only moves whole
 //! JSON-RPC messages (text), as the server's transports do; nothing protocol-specific lives here.
 
 use std::collections::HashMap;

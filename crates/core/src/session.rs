@@ -292,6 +292,17 @@ async fn forget_after_retention(session: std::sync::Weak<Session>, proc: Arc<Pro
     }
 }
 
+/// Counts for metrics, read by [`Sessions::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Sessions held (attached or detached, not yet expired).
+    pub sessions: usize,
+    /// Sessions attached to a connection.
+    pub attached: usize,
+    /// Running processes of every session.
+    pub live_processes: usize,
+}
+
 /// The server's sessions.
 #[derive(Debug)]
 pub struct Sessions {
@@ -313,6 +324,23 @@ impl Sessions {
     /// The limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// How many sessions are held and attached, and how many processes run.
+    pub fn stats(&self) -> SessionStats {
+        let sessions: Vec<Arc<Session>> = self.map().values().cloned().collect();
+        let attached = sessions
+            .iter()
+            .filter(|s| {
+                let att = s.attachment.lock().unwrap_or_else(|e| e.into_inner());
+                matches!(att.0, Attachment::Attached(_))
+            })
+            .count();
+        SessionStats {
+            sessions: sessions.len(),
+            attached,
+            live_processes: self.live.load(Ordering::Acquire),
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {

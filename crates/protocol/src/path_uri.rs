@@ -31,6 +31,9 @@ pub enum PathUriError {
     Fragment,
     /// A Windows drive or UNC form, foreign to this POSIX host.
     Foreign(String),
+    /// A segment whose percent-decoding holds `/` or NUL: it names no file (upstream answers
+    /// ENOENT), and letting it through would smuggle `..` past textual path checks.
+    EncodedSeparator,
 }
 
 impl PathUriError {
@@ -39,6 +42,7 @@ impl PathUriError {
     pub fn code(&self) -> i64 {
         match self {
             PathUriError::Foreign(_) => crate::codes::INVALID_REQUEST,
+            PathUriError::EncodedSeparator => crate::codes::NOT_FOUND,
             _ => crate::codes::INVALID_PARAMS,
         }
     }
@@ -52,6 +56,7 @@ impl fmt::Display for PathUriError {
             PathUriError::Query => f.write_str("query parameters are not allowed in path URIs"),
             PathUriError::Fragment => f.write_str("fragments are not allowed in path URIs"),
             PathUriError::Foreign(u) => write!(f, "'{u}' is invalid on 'linux'"),
+            PathUriError::EncodedSeparator => f.write_str("No such file or directory (os error 2)"),
         }
     }
 }
@@ -106,8 +111,12 @@ impl PathUri {
             if seg.is_empty() {
                 continue;
             }
+            let decoded = percent_decode(seg);
+            if decoded.iter().any(|&b| b == b'/' || b == 0) {
+                return Err(PathUriError::EncodedSeparator);
+            }
             bytes.push(b'/');
-            bytes.extend(percent_decode(seg));
+            bytes.extend(decoded);
         }
         if bytes.is_empty() {
             bytes.push(b'/');
@@ -214,6 +223,10 @@ mod tests {
         let e = path("file://server/share/x").unwrap_err();
         assert_eq!(e.code(), -32600);
         assert!(path("file:///C:/x").is_err());
+        let e = path("file:///work/..%2F..%2Fetc").unwrap_err();
+        assert_eq!(e, PathUriError::EncodedSeparator);
+        assert_eq!(e.code(), -32004);
+        assert!(path("file:///tmp/a%00b").is_err());
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! The hot path: process events encoded straight into one JSON string, base64 written in place.
 
 use exec_server_core::process::{EventKind, ProcessEvent};
-use exec_server_protocol::bytes::ENGINE;
 
 /// Encodes a process event as its notification.
 pub(crate) fn process_event(ev: &ProcessEvent) -> String {
-    use base64::Engine as _;
     use std::fmt::Write as _;
     let id = serde_json::to_string(ev.process_id.as_ref()).unwrap_or_else(|_| "\"\"".into());
     match &ev.event.kind {
@@ -19,7 +17,7 @@ pub(crate) fn process_event(ev: &ProcessEvent) -> String {
                 ev.event.seq,
                 stream.as_str()
             );
-            ENGINE.encode_string(data, &mut s);
+            exec_server_protocol::bytes::encode_into(data, &mut s);
             s.push_str("\"}}");
             s
         }

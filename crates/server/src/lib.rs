@@ -14,6 +14,7 @@ mod dispatch;
 mod encode;
 mod handlers;
 mod rpc_error;
+mod telemetry;
 pub mod transport;
 
 use std::sync::Arc;
@@ -40,8 +41,10 @@ pub struct ServerState {
 impl ServerState {
     /// Builds the shared state from a configuration.
     pub fn new(config: ServeConfig) -> Arc<Self> {
+        let sessions = Sessions::new(config.limits.clone());
+        telemetry::register_gauges(&sessions);
         Arc::new(ServerState {
-            sessions: Sessions::new(config.limits.clone()),
+            sessions,
             environment: exec_server_core::environment::detect(),
             connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
             config,

@@ -20,7 +20,6 @@ use exec_server_protocol::process::{EnvInherit, ExecEnvPolicy};
 use exec_server_protocol::PathUri;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::AsyncWriteExt as _;
 
 use super::ConnectArgs;
 
@@ -284,21 +283,44 @@ async fn download(client: &Client, args: &CpArgs, opts: TransferOptions) -> anyh
             .read_stream(&uri(s)?, opts)
             .await
             .with_context(|| format!("cannot open the remote file `{}`", s.display()))?;
-        let mut file = tokio::fs::File::create(d)
-            .await
-            .with_context(|| format!("cannot create `{}`", d.display()))?;
+        // The local file is written on a blocking thread, block by block, without copying.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(opts.in_flight);
+        let target = d.clone();
+        let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write as _;
+            let mut file = std::fs::File::create(&target)?;
+            while let Some(block) = rx.blocking_recv() {
+                file.write_all(&block)?;
+            }
+            file.flush()
+        });
         let mut got = 0u64;
+        let mut failed = None;
         while let Some(block) = blocks.next().await {
-            let block =
-                block.with_context(|| format!("cannot read the remote file `{}`", s.display()))?;
-            file.write_all(&block)
-                .await
-                .with_context(|| format!("cannot write `{}`", d.display()))?;
+            let block = match block {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(
+                        anyhow::Error::from(e)
+                            .context(format!("cannot read the remote file `{}`", s.display())),
+                    );
+                    break;
+                }
+            };
             got += block.len() as u64;
             bar.inc(block.len() as u64);
+            if tx.send(block).await.is_err() {
+                break; // The writer failed; its error is reported below.
+            }
         }
-        file.flush().await?;
-        drop(file);
+        drop(tx);
+        writer
+            .await
+            .context("the file writer stopped")?
+            .with_context(|| format!("cannot write `{}`", d.display()))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let local = std::fs::metadata(d)?.len();
         if got != *size || local != *size {
             bail!(

@@ -16,12 +16,15 @@ pub(crate) const EXAMPLES: &str = "\
 Examples:
   exec-server run ws://127.0.0.1:8765 -- sh -c 'echo out; echo err >&2; exit 7'
   exec-server run ws://127.0.0.1:8765 --cwd /srv/app --env RUST_LOG=debug -- cargo test
-  echo hello | exec-server run ws://127.0.0.1:8765 -- tr a-z A-Z
+  printf 'a\nb\n' | exec-server run ws://127.0.0.1:8765 -- head -n 2
+  exec-server run -n ws://127.0.0.1:8765 -- make      # no stdin
   exec-server run --tty ws://127.0.0.1:8765 -- top
 
 The command inherits the executor's environment (minus names matching *KEY*, *SECRET*,
 *TOKEN*), with --env on top. The exit code is the remote one (128 + N when killed by
-signal N). A dropped connection is resumed without losing output.";
+signal N). A dropped connection is resumed without losing output. The protocol cannot
+close a process's stdin, so a command that reads stdin to the end never sees EOF: use -n
+when it needs no stdin.";
 
 /// Flags of `run`.
 #[derive(Debug, clap::Args)]

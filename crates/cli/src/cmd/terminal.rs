@@ -101,9 +101,20 @@ pub(crate) async fn drive(
             }
         });
     }
+    // SIGTERM and SIGHUP end this client cleanly (the raw-mode guard restores the terminal)
+    // instead of killing it in raw mode; the remote process is left to the session's expiry,
+    // as when the connection drops.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
     let mut code = None;
     let result = loop {
-        match events.next_event().await {
+        let next = tokio::select! {
+            ev = events.next_event() => ev,
+            Some(()) = recv(&mut term) => break Err(anyhow::anyhow!("terminated (SIGTERM)")),
+            Some(()) = recv(&mut hup) => break Err(anyhow::anyhow!("hung up (SIGHUP)")),
+        };
+        match next {
             None => break Ok(()),
             Some(Ok(ProcessEvent::Output { stream, data, .. })) => {
                 let written = match stream {
@@ -135,4 +146,12 @@ pub(crate) async fn drive(
     tasks.abort_all();
     result?;
     code.ok_or_else(|| anyhow::anyhow!("the process closed without an exit code"))
+}
+
+/// The next delivery of an optional signal stream (never, when there is none).
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }

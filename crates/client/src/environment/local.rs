@@ -186,11 +186,10 @@ impl ExecProcess for LocalProcess {
 
     async fn write(&self, data: &[u8]) -> Result<WriteStatus, ClientError> {
         let n = self.shared.next_write.fetch_add(1, Ordering::Relaxed);
-        let ticket = self.process.stdin_ticket();
-        ticket
-            .write(format!("local-{n}"), data.to_vec())
-            .await
-            .map_err(|e| ClientError::Rpc(ErrorObject::new(codes::INVALID_REQUEST, e.to_string())))
+        let ticket = self.process.stdin_ticket(data.len()).map_err(|e| {
+            ClientError::Rpc(ErrorObject::new(codes::INVALID_REQUEST, e.to_string()))
+        })?;
+        Ok(ticket.write(format!("local-{n}"), data.to_vec()).await)
     }
 
     async fn signal(&self, signal: ProcessSignal) -> Result<(), ClientError> {

@@ -1,9 +1,12 @@
 //! The per-process event log: one buffer that feeds both notifications and `process/read`.
 //!
 //! Every output chunk, the exit and the close take the next sequence number. Output is never
-//! dropped before it has been delivered (pushed to a live connection or returned by a read):
-//! eviction only takes delivered events from the front, and the readers of the child's pipes
-//! stop reading while the undelivered backlog is at its bound. Delivered output stays
+//! dropped before it has been delivered: eviction only takes delivered events from the front,
+//! and the readers of the child's pipes stop reading while the undelivered backlog is at its
+//! bound. *Delivered* means pushed to a live connection or returned by a read — except while
+//! a client is actively reading the process with `process/read` (*reader mode*): then only
+//! what the reads returned counts, so a client that streams with reads alone loses nothing
+//! even though notifications are pushed too. Delivered output stays
 //! replayable until the retained bytes exceed the retention bound; a cursor older than what is
 //! retained gets an explicit [`Gap`].
 
@@ -76,7 +79,14 @@ pub struct EventLog {
     total_bytes: u64,
     retained_bytes: usize,
     undelivered_bytes: usize,
+    /// The effective delivery point (see the module docs).
     delivered: u64,
+    /// Highest seq pushed to a connection.
+    pushed: u64,
+    /// Highest seq a read returned (or that a read's cursor vouched for).
+    read: u64,
+    /// A client is streaming this process with reads: only `read` counts as delivered.
+    reader_mode: bool,
     retention: usize,
     /// `(seq, offset)` of recently evicted events, oldest first.
     evicted: VecDeque<(u64, u64)>,
@@ -93,6 +103,9 @@ impl EventLog {
             retained_bytes: 0,
             undelivered_bytes: 0,
             delivered: 0,
+            pushed: 0,
+            read: 0,
+            reader_mode: false,
             retention,
             evicted: VecDeque::new(),
         }
@@ -139,18 +152,68 @@ impl EventLog {
         self.events.back().map(|b| (self.first_seq, b.seq))
     }
 
-    /// Records that every event up to `seq` has been delivered.
+    /// Records that every event up to `seq` has been delivered (pushed and read alike; used
+    /// where the difference does not matter).
     pub fn mark_delivered(&mut self, seq: u64) {
-        if seq <= self.delivered {
-            return;
+        self.mark_pushed(seq);
+        self.mark_read(seq);
+    }
+
+    /// Records that every event up to `seq` was pushed to a connection.
+    pub fn mark_pushed(&mut self, seq: u64) {
+        self.pushed = self.pushed.max(seq.min(self.next_seq - 1));
+        self.update_delivered();
+    }
+
+    /// Records that a read returned (or its cursor vouched for) every event up to `seq`.
+    pub fn mark_read(&mut self, seq: u64) {
+        self.read = self.read.max(seq.min(self.next_seq - 1));
+        self.update_delivered();
+    }
+
+    /// Enters or leaves reader mode.
+    pub fn set_reader_mode(&mut self, on: bool) {
+        if self.reader_mode != on {
+            self.reader_mode = on;
+            self.update_delivered();
         }
-        let start = self.delivered.max(self.first_seq.saturating_sub(1));
-        for s in (start + 1)..=seq.min(self.next_seq - 1) {
-            if let Some(ev) = self.get(s) {
-                self.undelivered_bytes -= ev.len();
+    }
+
+    /// The highest seq reads returned or vouched for.
+    pub fn read_cursor(&self) -> u64 {
+        self.read
+    }
+
+    /// Whether reader mode is on.
+    pub fn reader_mode(&self) -> bool {
+        self.reader_mode
+    }
+
+    fn update_delivered(&mut self) {
+        let target = if self.reader_mode {
+            self.read
+        } else {
+            self.pushed.max(self.read)
+        };
+        let old = self.delivered;
+        if target > old {
+            let start = old.max(self.first_seq.saturating_sub(1));
+            for s in (start + 1)..=target {
+                if let Some(ev) = self.get(s) {
+                    self.undelivered_bytes -= ev.len();
+                }
+            }
+        } else if target < old {
+            // Back to an earlier point (reader mode began): what is still retained between
+            // the two points counts as undelivered again.
+            let start = target.max(self.first_seq.saturating_sub(1));
+            for s in (start + 1)..=old {
+                if let Some(ev) = self.get(s) {
+                    self.undelivered_bytes += ev.len();
+                }
             }
         }
-        self.delivered = seq.min(self.next_seq - 1);
+        self.delivered = target;
         self.evict();
     }
 
@@ -344,14 +407,18 @@ mod properties {
     #[derive(Debug, Clone)]
     enum Op {
         Out(usize),
-        Deliver(u64),
+        Pushed(u64),
+        ReadTo(u64),
+        Mode(bool),
         Read(u64, Option<u64>),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0usize..300).prop_map(Op::Out),
-            (0u64..80).prop_map(Op::Deliver),
+            (0u64..80).prop_map(Op::Pushed),
+            (0u64..80).prop_map(Op::ReadTo),
+            any::<bool>().prop_map(Op::Mode),
             ((0u64..80), proptest::option::of(1u64..600)).prop_map(|(a, m)| Op::Read(a, m)),
         ]
     }
@@ -363,7 +430,9 @@ mod properties {
         fn log_invariants(retention in 1usize..2000, ops in proptest::collection::vec(op(), 1..120)) {
             let mut log = EventLog::new(retention);
             let mut lens: Vec<usize> = Vec::new(); // by seq - 1
-            let mut delivered = 0u64;
+            let (mut pushed, mut read, mut mode) = (0u64, 0u64, false);
+            // Seqs whose bytes may have been evicted: only ever-delivered ones.
+            let mut ever_delivered = 0u64;
             for op in ops {
                 match op {
                     Op::Out(n) => {
@@ -374,9 +443,17 @@ mod properties {
                         prop_assert_eq!(seq, lens.len() as u64 + 1);
                         lens.push(n);
                     }
-                    Op::Deliver(s) => {
-                        log.mark_delivered(s);
-                        delivered = delivered.max(s.min(lens.len() as u64));
+                    Op::Pushed(s) => {
+                        log.mark_pushed(s);
+                        pushed = pushed.max(s.min(lens.len() as u64));
+                    }
+                    Op::ReadTo(s) => {
+                        log.mark_read(s);
+                        read = read.max(s.min(lens.len() as u64));
+                    }
+                    Op::Mode(m) => {
+                        log.set_reader_mode(m);
+                        mode = m;
                     }
                     Op::Read(after, max) => {
                         let r = log.read(after, max);
@@ -399,14 +476,17 @@ mod properties {
                         }
                     }
                 }
+                let delivered = if mode { read } else { pushed.max(read) };
+                ever_delivered = ever_delivered.max(delivered);
                 // Accounting.
                 let (first, last) = log.retained_range().unwrap_or((lens.len() as u64 + 1, lens.len() as u64));
                 let retained: usize = lens[(first - 1) as usize..last as usize].iter().sum();
                 prop_assert_eq!(log.retained_bytes(), retained);
-                let undelivered: usize = lens[delivered as usize..].iter().sum();
+                let undelivered: usize = lens[(delivered as usize).max(first as usize - 1)..].iter().sum();
                 prop_assert_eq!(log.undelivered_bytes(), undelivered);
-                // Nothing undelivered was evicted.
-                prop_assert!(first <= delivered + 1);
+                // Nothing that was never delivered was evicted; in reader mode nothing past the
+                // read cursor is evicted after the mode began.
+                prop_assert!(first <= ever_delivered + 1);
             }
         }
     }

@@ -47,7 +47,12 @@ struct State {
     write_id_order: VecDeque<String>,
     /// Sandboxed and some output named a typical denial.
     denial_seen: bool,
+    /// Reader mode lasts until this instant (see `log.rs`).
+    reader_until: Option<Instant>,
 }
+
+/// How long reader mode outlives the end of the last `process/read`.
+const READER_GRACE: Duration = Duration::from_secs(2);
 
 /// What a read returns besides the log's chunks.
 #[derive(Debug, Clone)]
@@ -145,6 +150,7 @@ impl Process {
                 removed: false,
                 write_ids: HashSet::new(),
                 write_id_order: VecDeque::new(),
+                reader_until: None,
                 denial_seen: false,
             }),
             changed: watch::channel(0).0,
@@ -242,9 +248,14 @@ impl Process {
             changed.borrow_and_update();
             let outcome = {
                 let mut st = self.lock();
+                // A reader streaming this process: pushes stop counting as delivery until it
+                // has been quiet for READER_GRACE after its last read ended.
+                st.reader_until = Some(deadline.into_std().max(Instant::now()) + READER_GRACE);
+                st.log.set_reader_mode(true);
+                st.log.mark_read(after);
                 let log = st.log.read(after, max_bytes);
                 if let Some(last) = log.chunks.last() {
-                    st.log.mark_delivered(last.0);
+                    st.log.mark_read(last.0);
                 }
                 ReadOutcome {
                     exited: st.exit_code.is_some(),
@@ -269,10 +280,11 @@ impl Process {
         }
     }
 
-    /// Takes the next place in this process's stdin order. Tickets are taken in request
-    /// arrival order and writes take effect in ticket order.
-    pub fn stdin_ticket(self: &Arc<Self>) -> StdinTicket {
-        StdinTicket::new(self.clone())
+    /// Takes the next place in this process's stdin order, reserving `bytes` of its stdin
+    /// queue. Tickets are taken in request arrival order and writes take effect in ticket
+    /// order.
+    pub fn stdin_ticket(self: &Arc<Self>, bytes: usize) -> Result<StdinTicket, StdinQueueFull> {
+        StdinTicket::new(self.clone(), bytes)
     }
 
     /// Writes to stdin unless `write_id` was accepted before. Called in ticket order.
@@ -372,19 +384,23 @@ impl Process {
         }
     }
 
-    /// Waits until the undelivered backlog is below its bound.
+    /// Waits until the undelivered backlog is below its bound. Reader mode ends here too,
+    /// once the reader has been quiet for its grace period.
     async fn wait_for_space(&self) {
         let mut space = self.space.subscribe();
         loop {
             space.borrow_and_update();
             {
-                let st = self.lock();
+                let mut st = self.lock();
+                self.reader_active(&mut st);
                 if st.log.undelivered_bytes() < self.limits.retention_bytes || st.removed {
                     return;
                 }
             }
-            if space.changed().await.is_err() {
-                return;
+            // Wake on delivery, or now and then to let reader mode expire.
+            match tokio::time::timeout(READER_GRACE / 4, space.changed()).await {
+                Ok(Err(_)) => return,
+                _ => continue,
             }
         }
     }
@@ -417,8 +433,23 @@ impl Process {
         }
     }
 
+    /// Whether a client is streaming this process with reads; ends reader mode once its
+    /// grace period has passed.
+    fn reader_active(&self, st: &mut State) -> bool {
+        match st.reader_until {
+            Some(t) if Instant::now() >= t => {
+                st.reader_until = None;
+                st.log.set_reader_mode(false);
+                self.space.send_modify(|v| *v += 1);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     fn mark_pushed(&self, seq: u64) {
-        self.lock().log.mark_delivered(seq);
+        self.lock().log.mark_pushed(seq);
         self.space.send_modify(|v| *v += 1);
     }
 }
@@ -458,7 +489,12 @@ async fn read_stream<R: AsyncRead + Unpin>(proc: Arc<Process>, mut reader: R, st
         }
         match reader.read_buf(&mut buf).await {
             Ok(0) => break,
-            Ok(_) => proc.append_output(stream, buf.split().freeze()),
+            Ok(_) => {
+                // Coalesce what is already in the pipe into this chunk: fewer, larger events
+                // when the child writes faster than we forward.
+                while buf.len() < chunk && try_read_more(&mut reader, &mut buf) {}
+                proc.append_output(stream, buf.split().freeze())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::debug!(process = %proc.id, %e, "output read failed");
@@ -467,6 +503,16 @@ async fn read_stream<R: AsyncRead + Unpin>(proc: Arc<Process>, mut reader: R, st
         }
     }
     proc.stream_ended();
+}
+
+/// Reads whatever is available right now without waiting; false when nothing was.
+fn try_read_more<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut BytesMut) -> bool {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let fut = reader.read_buf(buf);
+    let mut fut = std::pin::pin!(fut);
+    matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(n)) if n > 0)
 }
 
 async fn read_pty(proc: Arc<Process>, master: Arc<PtyMaster>) {
@@ -511,15 +557,33 @@ async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>
     loop {
         let tx = sink.borrow_and_update().clone();
         changed.borrow_and_update();
-        let (batch, done) = {
-            let st = proc.lock();
-            let batch = st.log.events_after(pushed, BATCH);
-            let done =
-                st.removed || (st.closed && batch.is_empty() && pushed + 1 >= st.log.next_seq());
-            (batch, done)
+        let (batch, done, paused) = {
+            let mut st = proc.lock();
+            // While a client streams this process with reads, the reads carry the output and
+            // notifications pause; they resume after what the reads returned.
+            let paused = proc.reader_active(&mut st);
+            if !paused {
+                pushed = pushed.max(st.log.read_cursor());
+            }
+            let batch = if paused {
+                Vec::new()
+            } else {
+                st.log.events_after(pushed, BATCH)
+            };
+            let done = st.removed
+                || (!paused && st.closed && batch.is_empty() && pushed + 1 >= st.log.next_seq());
+            (batch, done, paused)
         };
         if done {
             return;
+        }
+        if paused {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { return },
+                r = sink.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(READER_GRACE / 4) => {}
+            }
+            continue;
         }
         let Some(tx) = tx else {
             if sink.changed().await.is_err() {

@@ -86,44 +86,40 @@ pub struct StdinQueueFull {
 pub struct StdinTicket {
     proc: Arc<Process>,
     n: u64,
+    /// Bytes reserved in the process's stdin queue.
+    bytes: usize,
 }
 
 impl StdinTicket {
-    pub(super) fn new(proc: Arc<Process>) -> Self {
+    /// Takes the next place in the order and reserves `bytes` of the stdin queue, in
+    /// request arrival order. Fails at once, without queueing, when the bytes already queued
+    /// plus these would exceed the limit (a single write larger than the limit is allowed
+    /// when nothing else is queued).
+    pub(super) fn new(proc: Arc<Process>, bytes: usize) -> Result<Self, StdinQueueFull> {
+        use std::sync::atomic::Ordering;
+        let max = proc.limits.max_stdin_queue_bytes;
+        proc.stdin_queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + bytes <= max || q == 0).then_some(q + bytes)
+            })
+            .map_err(|_| StdinQueueFull { max })?;
         let n = proc.stdin_order.take();
-        StdinTicket { proc, n }
+        Ok(StdinTicket { proc, n, bytes })
     }
 
     /// Waits for this ticket's turn, then writes (unless `write_id` was accepted before).
-    /// Fails at once, without queueing, when the bytes already queued for this process's stdin
-    /// plus these would exceed the limit.
-    pub async fn write(
-        self,
-        write_id: String,
-        data: Vec<u8>,
-    ) -> Result<WriteStatus, StdinQueueFull> {
-        use std::sync::atomic::Ordering;
-        let max = self.proc.limits.max_stdin_queue_bytes;
-        let len = data.len();
-        let queued = &self.proc.stdin_queued;
-        if queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q + len <= max || q == 0).then_some(q + len)
-            })
-            .is_err()
-        {
-            return Err(StdinQueueFull { max });
-        }
+    pub async fn write(self, write_id: String, data: Vec<u8>) -> WriteStatus {
         self.proc.stdin_order.wait_turn(self.n).await;
-        let status = self.proc.write_in_order(write_id, data).await;
-        queued.fetch_sub(len, Ordering::AcqRel);
-        Ok(status)
-        // `self` drops here and passes the turn on.
+        self.proc.write_in_order(write_id, data).await
+        // `self` drops here: the turn passes on and the reservation is released.
     }
 }
 
 impl Drop for StdinTicket {
     fn drop(&mut self) {
+        self.proc
+            .stdin_queued
+            .fetch_sub(self.bytes, std::sync::atomic::Ordering::AcqRel);
         self.proc.stdin_order.finish(self.n);
     }
 }

@@ -22,7 +22,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tracing::Instrument as _;
+
 use crate::dispatch::{self, Lifecycle};
+use crate::telemetry::RequestScope;
 use crate::ServerState;
 
 /// A whole message from a transport.
@@ -90,6 +93,7 @@ where
     let (ev_tx, ev_rx) = mpsc::channel::<ProcessEvent>(cfg.event_queue);
     let keepalive = info.keepalive.then_some(cfg.ping_interval);
     let writer_task = tokio::spawn(writer::run(writer, out_rx, ev_rx, keepalive));
+    let _counted = crate::telemetry::connection_opened(&info.parse_error_prefix);
     let mut conn = Connection {
         id: state.connection_id(),
         state: state.clone(),
@@ -191,6 +195,7 @@ impl Connection {
     /// Handles one frame; `Break` closes the connection.
     async fn on_message(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
+        crate::telemetry::message_received(bytes.len());
         let msg = match jsonrpc::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -227,10 +232,16 @@ impl Connection {
                 }
             }
             Incoming::Request {
-                id, method, params, ..
+                id,
+                method,
+                params,
+                trace,
             } => {
+                let scope = RequestScope::start(&method, &id, trace.as_ref(), params);
                 if method == exec_server_protocol::initialize::Initialize::NAME {
-                    let reply = self.initialize(&id, params).await;
+                    let span = scope.span().clone();
+                    let reply = self.initialize(&id, params).instrument(span).await;
+                    scope.finish_with(&reply);
                     self.send(reply).await;
                     return Continue(());
                 }
@@ -242,9 +253,15 @@ impl Connection {
                     watches: &self.watches,
                     out: &self.out,
                 };
-                match dispatch::prepare(&method, params, &id, &ctx) {
-                    Err(error) => self.send_error(&id, error).await,
-                    Ok(fut) => self.spawn_request(id, fut).await,
+                match scope
+                    .span()
+                    .in_scope(|| dispatch::prepare(&method, params, &id, &ctx))
+                {
+                    Err(error) => {
+                        scope.finish(true);
+                        self.send_error(&id, error).await
+                    }
+                    Ok(fut) => self.spawn_request(id, scope.wrap(fut)).await,
                 }
                 Continue(())
             }
@@ -294,6 +311,7 @@ impl Connection {
         match session {
             Err(e) => jsonrpc::encode_error(id, &e),
             Ok(session) => {
+                crate::telemetry::session_initialized(p.resume_session_id.is_some());
                 tracing::info!(connection = self.id, session = session.id(), client = %p.client_name, resumed = p.resume_session_id.is_some(), "initialized");
                 let result = InitializeResult {
                     session_id: session.id().to_string(),

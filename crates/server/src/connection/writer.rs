@@ -46,9 +46,15 @@ pub(super) async fn run<W>(
                     let _ = sink.close().await;
                     return;
                 }
-                Item::Event(e) => OutFrame::Text(encode::process_event(&e)),
+                Item::Event(e) => {
+                    crate::telemetry::event_sent(&e);
+                    OutFrame::Text(encode::process_event(&e))
+                }
                 Item::Ping => OutFrame::Ping,
             };
+            if let OutFrame::Text(t) = &frame {
+                crate::telemetry::message_sent(t.len());
+            }
             if sink.feed(frame).await.is_err() {
                 return;
             }

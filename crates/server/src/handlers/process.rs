@@ -82,15 +82,18 @@ pub(crate) async fn read(call: Call, p: ReadParams) -> Result<ReadResult, RpcErr
     })
 }
 
-/// Takes the stdin ticket now (arrival order), writes when the ticket's turn comes.
+/// Takes the stdin ticket now (arrival order, with the queue reservation), writes when the
+/// ticket's turn comes.
 pub(crate) fn write(
     call: Call,
     p: WriteParams,
 ) -> impl Future<Output = Result<WriteResult, RpcError>> + Send + 'static {
+    // Decoded size of the chunk, known without decoding it.
+    let size = p.chunk.0.len() / 4 * 3;
     let ticket = call
         .session
         .process(&p.process_id)
-        .map(|proc| proc.stdin_ticket());
+        .map(|proc| proc.stdin_ticket(size));
     let starting = ticket.is_none() && call.session.is_starting(&p.process_id);
     async move {
         if p.write_id.is_empty() {
@@ -98,10 +101,8 @@ pub(crate) fn write(
         }
         let data = p.chunk.decode().map_err(RpcError::invalid_params)?;
         let status = match ticket {
-            Some(t) => t
-                .write(p.write_id, data)
-                .await
-                .map_err(|e| RpcError::invalid_request(e.to_string()))?,
+            Some(Ok(t)) => t.write(p.write_id, data).await,
+            Some(Err(full)) => return Err(RpcError::invalid_request(full.to_string())),
             None if starting => WriteStatus::Starting,
             None => WriteStatus::UnknownProcess,
         };
