@@ -78,6 +78,27 @@ fn run_forwards_stdin() {
 }
 
 #[test]
+fn run_passes_end_of_input_on() {
+    let server = Server::start(&[]);
+    #[allow(clippy::disallowed_methods)] // the binary under test
+    let mut child = Command::new(BIN)
+        .args(["run", &server.url, "--", "wc", "-c"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"twelve bytes").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
 fn connection_errors_say_what_to_do() {
     let out = exec(&["info", "ws://127.0.0.1:9"]);
     assert_eq!(out.status.code(), Some(1));

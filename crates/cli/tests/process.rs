@@ -188,3 +188,31 @@ async fn start_failures_are_typed_and_release_the_id() {
     assert_eq!(r["result"]["processId"], "x");
     assert_eq!(c.sh("x", "true", json!({})).await["error"]["code"], -32600);
 }
+
+#[tokio::test]
+async fn close_stdin_extension_ends_input_after_earlier_writes() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.sh("wc", "wc -c", json!({"pipeStdin": true})).await;
+    let w = c
+        .request_async(
+            "process/write",
+            json!({"processId": "wc", "chunk": b64(b"12345"), "writeId": "1"}),
+        )
+        .await;
+    let close = c
+        .request_async("process/closeStdin", json!({"processId": "wc"}))
+        .await;
+    assert_eq!(c.response(w).await["result"]["status"], "accepted");
+    assert_eq!(c.response(close).await["result"]["status"], "accepted");
+    c.wait_event("process/closed", "wc").await;
+    assert_eq!(String::from_utf8(c.output("wc")).unwrap().trim(), "5");
+    let r = c
+        .call("process/closeStdin", json!({"processId": "wc"}))
+        .await;
+    assert_eq!(r["status"], "stdinClosed");
+    let r = c
+        .call("process/closeStdin", json!({"processId": "ghost"}))
+        .await;
+    assert_eq!(r["status"], "unknownProcess");
+}

@@ -263,12 +263,16 @@ async fn request<M: Method>(
         id: i64,
         method: &'static str,
         params: &'a P,
+        /// The W3C trace context of the current span, so the server's span is its child.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace: Option<exec_server_protocol::jsonrpc::TraceContext>,
     }
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let text = serde_json::to_string(&Req {
         id,
         method: M::NAME,
         params,
+        trace: crate::trace::current(),
     })
     .map_err(|e| ClientError::Protocol(format!("cannot encode {} params: {e}", M::NAME)))?;
     let (tx, rx) = oneshot::channel();

@@ -271,6 +271,19 @@ impl ProcessControl {
             .status)
     }
 
+    /// Ends the process's input after every earlier write (`process/closeStdin`, an extension
+    /// of this server): a pipe is closed, a PTY gets end-of-file (`^D`).
+    pub async fn close_stdin(&self) -> Result<WriteStatus, ClientError> {
+        let params = exec_server_protocol::process::CloseStdinParams {
+            process_id: self.id.clone(),
+        };
+        Ok(self
+            .client
+            .call_retrying::<process::CloseStdin>(params)
+            .await?
+            .status)
+    }
+
     /// Sends a signal to the process group.
     pub async fn signal(&self, signal: ProcessSignal) -> Result<(), ClientError> {
         let params = SignalParams {

@@ -155,14 +155,28 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "argv must not be empty"))?;
+    // A pipe process is started with posix_spawn (vfork-speed) when std can use it: no
+    // pre_exec hook, and an absolute program (std falls back to fork+exec to search a PATH
+    // the child's environment changed). So bare names are resolved here, as execvp would.
+    let resolved = if !spec.tty && !program.contains('/') {
+        Some(resolve_program(spec)?)
+    } else {
+        None
+    };
     #[allow(clippy::disallowed_methods)] // the one place processes are created
-    let mut cmd = std::process::Command::new(program);
+    let mut cmd = std::process::Command::new(resolved.as_deref().unwrap_or(program));
     cmd.args(args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(&spec.env);
-    if let Some(arg0) = &spec.arg0 {
-        cmd.arg0(OsString::from(arg0));
+    match (&spec.arg0, &resolved) {
+        (Some(arg0), _) => {
+            cmd.arg0(OsString::from(arg0));
+        }
+        (None, Some(_)) => {
+            cmd.arg0(OsString::from(program));
+        }
+        (None, None) => {}
     }
     if spec.tty {
         spawn_pty(cmd)
@@ -179,7 +193,9 @@ fn spawn_pipes(mut cmd: std::process::Command, pipe_stdin: bool) -> Result<Spawn
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    new_session(&mut cmd, false);
+    // Its own process group (pgid = pid), so signals and termination reach the whole group;
+    // no `setsid` hook, which would force the slow fork+exec path.
+    cmd.process_group(0);
     let mut child = tokio::process::Command::from(cmd)
         .kill_on_drop(false)
         .spawn()?;

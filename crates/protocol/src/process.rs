@@ -333,6 +333,14 @@ pub struct ResizeParams {
     pub cols: u16,
 }
 
+/// Params of `process/closeStdin` (our extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseStdinParams {
+    /// The process.
+    pub process_id: String,
+}
+
 /// `process/output` params.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -413,6 +421,13 @@ crate::method!(
     "process/resize",
     ResizeParams,
     crate::Empty
+);
+crate::method!(
+    /// `process/closeStdin` (extension): end of input, after every earlier write.
+    CloseStdin,
+    "process/closeStdin",
+    CloseStdinParams,
+    WriteResult
 );
 crate::notification!(
     /// `process/output`.

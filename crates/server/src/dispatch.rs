@@ -102,11 +102,16 @@ pub(crate) fn prepare(
         process::Signal::NAME => r.call::<process::Signal, _, _>("exec", proc::signal),
         process::Terminate::NAME => r.call::<process::Terminate, _, _>("exec", proc::terminate),
         process::Resize::NAME => r.call::<process::Resize, _, _>("exec", proc::resize),
+        process::CloseStdin::NAME => r.call::<process::CloseStdin, _, _>("exec", proc::close_stdin),
         environment::Info::NAME => r.call::<environment::Info, _, _>("environment info", env::info),
         environment::Status::NAME => {
             r.call::<environment::Status, _, _>("environment status", env::status)
         }
-        fs::ReadFile::NAME => r.call::<fs::ReadFile, _, _>("filesystem", |_, p| hfs::read_file(p)),
+        fs::ReadFile::NAME => r.call_encoded::<fs::ReadFile, _, _>(
+            "filesystem",
+            |_, p| hfs::read_file(p),
+            crate::encode::read_file_result,
+        ),
         fs::WriteFile::NAME => {
             r.call::<fs::WriteFile, _, _>("filesystem", |_, p| hfs::write_file(p))
         }
@@ -128,9 +133,11 @@ pub(crate) fn prepare(
         fs::Open::NAME => r.call::<fs::Open, _, _>("filesystem", |c, p| async move {
             hfs::open(&c.handles, p).await
         }),
-        fs::ReadBlock::NAME => r.call::<fs::ReadBlock, _, _>("filesystem", |c, p| async move {
-            hfs::read_block(&c.handles, p).await
-        }),
+        fs::ReadBlock::NAME => r.call_encoded::<fs::ReadBlock, _, _>(
+            "filesystem",
+            |c, p| async move { hfs::read_block(&c.handles, p).await },
+            crate::encode::read_block_result,
+        ),
         fs::WriteBlock::NAME => r.call::<fs::WriteBlock, _, _>("filesystem", |c, p| async move {
             hfs::write_block(&c.handles, p).await
         }),
@@ -157,6 +164,22 @@ struct Route<'a, 'b> {
 impl Route<'_, '_> {
     /// Decodes `M`'s params, checks the lifecycle for `family`, and runs `handler`.
     fn call<M, F, Fut>(self, family: &str, handler: F) -> Result<Reply, ErrorObject>
+    where
+        M: Method,
+        F: FnOnce(Call, M::Params) -> Fut,
+        Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
+    {
+        self.call_encoded::<M, F, Fut>(family, handler, jsonrpc::encode_result::<M::Result>)
+    }
+
+    /// Like [`Route::call`], with the success reply encoded by `encode` (a hand-written
+    /// encoder for the replies that carry megabytes of base64).
+    fn call_encoded<M, F, Fut>(
+        self,
+        family: &str,
+        handler: F,
+        encode: fn(&RequestId, &M::Result) -> String,
+    ) -> Result<Reply, ErrorObject>
     where
         M: Method,
         F: FnOnce(Call, M::Params) -> Fut,
@@ -193,7 +216,7 @@ impl Route<'_, '_> {
         let id = self.id.clone();
         Ok(Box::pin(async move {
             let text = match fut.await {
-                Ok(result) => jsonrpc::encode_result(&id, &result),
+                Ok(result) => encode(&id, &result),
                 Err(RpcError(e)) => jsonrpc::encode_error(&id, &e),
             };
             Replied {

@@ -1,6 +1,53 @@
-//! The hot path: process events encoded straight into one JSON string, base64 written in place.
+//! The hot paths: process events encoded straight into one JSON string, base64 written in
+//! place; file data replies (`fs/readBlock`, `fs/readFile`) assembled without running the
+//! megabytes of base64 through serde_json's string escaping (base64 needs none).
 
 use exec_server_core::process::{EventKind, ProcessEvent};
+use exec_server_protocol::fs::{ReadBlockResult, ReadFileResult};
+use exec_server_protocol::{jsonrpc, RequestId};
+
+/// True if `text` can go between JSON quotes as it is. Always true for what
+/// `Base64::encode` produces; checked so that a hand-built value can never break the frame.
+fn needs_no_escaping(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+}
+
+/// `{"id":…,"result":{…}}` with `fields` (already JSON) as the result's members.
+fn result_with(id: &RequestId, capacity: usize, fields: impl FnOnce(&mut String)) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    let mut s = String::with_capacity(capacity + id.len() + 48);
+    s.push_str(r#"{"id":"#);
+    s.push_str(&id);
+    s.push_str(r#","result":{"#);
+    fields(&mut s);
+    s.push_str("}}");
+    s
+}
+
+/// The reply to `fs/readBlock` (same text as `jsonrpc::encode_result`).
+pub(crate) fn read_block_result(id: &RequestId, r: &ReadBlockResult) -> String {
+    if !needs_no_escaping(&r.chunk.0) {
+        return jsonrpc::encode_result(id, r);
+    }
+    result_with(id, r.chunk.0.len(), |s| {
+        s.push_str(r#""chunk":""#);
+        s.push_str(&r.chunk.0);
+        s.push_str(if r.eof { r#"","eof":true"# } else { r#"","eof":false"# });
+    })
+}
+
+/// The reply to `fs/readFile` (same text as `jsonrpc::encode_result`).
+pub(crate) fn read_file_result(id: &RequestId, r: &ReadFileResult) -> String {
+    if !needs_no_escaping(&r.data_base64.0) {
+        return jsonrpc::encode_result(id, r);
+    }
+    result_with(id, r.data_base64.0.len(), |s| {
+        s.push_str(r#""dataBase64":""#);
+        s.push_str(&r.data_base64.0);
+        s.push('"');
+    })
+}
 
 /// Encodes a process event as its notification.
 pub(crate) fn process_event(ev: &ProcessEvent) -> String {
@@ -59,6 +106,32 @@ mod tests {
         assert_eq!(n.seq, 7);
         assert_eq!(n.stream, Stream::Stderr);
         assert_eq!(n.chunk.decode().unwrap(), b"\x00\xffhi");
+    }
+
+    #[test]
+    fn file_replies_match_the_generic_encoder() {
+        use exec_server_protocol::bytes::Base64;
+        let ids = [RequestId::from(7), RequestId::from("a\"b".to_string())];
+        for id in &ids {
+            for data in [&b""[..], b"\x00\xff\xfe hello", &[7u8; 1000]] {
+                for eof in [false, true] {
+                    let r = ReadBlockResult {
+                        chunk: Base64::encode(data),
+                        eof,
+                    };
+                    assert_eq!(read_block_result(id, &r), jsonrpc::encode_result(id, &r));
+                }
+                let r = ReadFileResult {
+                    data_base64: Base64::encode(data),
+                };
+                assert_eq!(read_file_result(id, &r), jsonrpc::encode_result(id, &r));
+            }
+            let odd = ReadBlockResult {
+                chunk: Base64("\"\\\n".into()),
+                eof: true,
+            };
+            assert_eq!(read_block_result(id, &odd), jsonrpc::encode_result(id, &odd));
+        }
     }
 
     #[test]

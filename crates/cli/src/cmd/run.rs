@@ -22,9 +22,9 @@ Examples:
 
 The command inherits the executor's environment (minus names matching *KEY*, *SECRET*,
 *TOKEN*), with --env on top. The exit code is the remote one (128 + N when killed by
-signal N). A dropped connection is resumed without losing output. The protocol cannot
-close a process's stdin, so a command that reads stdin to the end never sees EOF: use -n
-when it needs no stdin.";
+signal N). A dropped connection is resumed without losing output. When local stdin ends,
+the command's stdin is closed too (`process/closeStdin`, an extension of exec-server; an
+upstream executor does not have it, so there use -n for commands that read to the end).";
 
 /// Flags of `run`.
 #[derive(Debug, clap::Args)]

@@ -67,7 +67,12 @@ pub(crate) async fn drive(
             let mut buf = vec![0u8; 64 << 10];
             loop {
                 match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => {
+                        // Our end of input is the command's: close its stdin after the
+                        // writes already sent.
+                        let _ = c.close_stdin().await;
+                        return;
+                    }
                     Ok(n) => {
                         if c.write(&buf[..n]).await.is_err() {
                             return;

@@ -287,6 +287,24 @@ impl Process {
         StdinTicket::new(self.clone(), bytes)
     }
 
+    /// Ends the process's input. Called in ticket order.
+    async fn close_stdin_in_order(&self) -> WriteStatus {
+        if self.lock().exit_code.is_some() {
+            return WriteStatus::StdinClosed;
+        }
+        match &self.stdin {
+            StdinKind::None => WriteStatus::StdinClosed,
+            StdinKind::Pipe(pipe) => match pipe.lock().await.take() {
+                Some(_) => WriteStatus::Accepted,
+                None => WriteStatus::StdinClosed,
+            },
+            StdinKind::Pty => match &self.pty {
+                Some(m) if m.write_all(b"\x04").await.is_ok() => WriteStatus::Accepted,
+                _ => WriteStatus::StdinClosed,
+            },
+        }
+    }
+
     /// Writes to stdin unless `write_id` was accepted before. Called in ticket order.
     async fn write_in_order(&self, write_id: String, data: Vec<u8>) -> WriteStatus {
         {

@@ -107,6 +107,13 @@ impl StdinTicket {
         Ok(StdinTicket { proc, n, bytes })
     }
 
+    /// Waits for this ticket's turn, then closes stdin (pipe) or sends end-of-file (`^D`,
+    /// PTY), after every earlier write took effect.
+    pub async fn close(self) -> WriteStatus {
+        self.proc.stdin_order.wait_turn(self.n).await;
+        self.proc.close_stdin_in_order().await
+    }
+
     /// Waits for this ticket's turn, then writes (unless `write_id` was accepted before).
     pub async fn write(self, write_id: String, data: Vec<u8>) -> WriteStatus {
         self.proc.stdin_order.wait_turn(self.n).await;

@@ -7,8 +7,8 @@ use exec_server_core::managed_network::ManagedNetworkError;
 use exec_server_core::session::StartError;
 use exec_server_protocol::bytes::Base64;
 use exec_server_protocol::process::{
-    OutputChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams, StartResult,
-    TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+    CloseStdinParams, OutputChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams,
+    StartResult, TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use exec_server_protocol::{codes, Empty};
 
@@ -104,6 +104,26 @@ pub(crate) fn write(
             Some(Ok(t)) => t.write(p.write_id, data).await,
             Some(Err(full)) => return Err(RpcError::invalid_request(full.to_string())),
             None if starting => WriteStatus::Starting,
+            None => WriteStatus::UnknownProcess,
+        };
+        Ok(WriteResult { status })
+    }
+}
+
+/// `process/closeStdin` (extension): takes its place in the stdin order now, closes when its
+/// turn comes. Answers the write status (`accepted`, `stdinClosed`, `unknownProcess`).
+pub(crate) fn close_stdin(
+    call: Call,
+    p: CloseStdinParams,
+) -> impl Future<Output = Result<WriteResult, RpcError>> + Send + 'static {
+    let ticket = call
+        .session
+        .process(&p.process_id)
+        .map(|proc| proc.stdin_ticket(0));
+    async move {
+        let status = match ticket {
+            Some(Ok(t)) => t.close().await,
+            Some(Err(full)) => return Err(RpcError::invalid_request(full.to_string())),
             None => WriteStatus::UnknownProcess,
         };
         Ok(WriteResult { status })
