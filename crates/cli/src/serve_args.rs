@@ -102,6 +102,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     initialize_timeout: u64,
 
+    /// Largest body a buffered `http/request` reply may carry; larger ones are refused with
+    /// an error telling the caller to use `streamResponse`.
+    #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
+    http_max_buffered_bytes: usize,
+
+    /// Deadline, in seconds, of `http/request`s that give no `timeoutMs` (0: none). An
+    /// explicit `timeoutMs: null` always means no deadline.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    http_default_timeout: u64,
+
     /// Seconds between WebSocket pings; a peer silent for two intervals is disconnected (its
     /// session detaches).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
@@ -167,6 +177,9 @@ impl ServeArgs {
         config.header_read_timeout = Duration::from_secs(self.header_read_timeout.max(1));
         config.initialize_deadline = Duration::from_secs(self.initialize_timeout.max(1));
         config.ping_interval = Duration::from_secs(self.ping_interval.max(1));
+        config.http_max_buffered_body = self.http_max_buffered_bytes;
+        config.http_default_timeout =
+            (self.http_default_timeout > 0).then(|| Duration::from_secs(self.http_default_timeout));
         config.auth = self.auth()?;
         if let Listen::Ws(addr) = listen {
             if !addr.ip().is_loopback() && !config.auth.is_enabled() && !self.allow_unauthenticated

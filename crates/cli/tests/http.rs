@@ -299,6 +299,30 @@ async fn timeout_fails_the_request_promptly_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn omitted_timeout_uses_the_server_default_and_null_means_none() {
+    let o = origin().await;
+    let server = Server::start(&["--http-default-timeout", "1"]);
+    let (mut c, _) = server.session().await;
+    let url = format!("{}/slow/2500", o.base);
+    let t0 = Instant::now();
+    let r = c
+        .request(
+            "http/request",
+            json!({"method": "GET", "url": url, "requestId": "a"}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let r = c
+        .request(
+            "http/request",
+            json!({"method": "GET", "url": url, "requestId": "b", "timeoutMs": null}),
+        )
+        .await;
+    assert!(r.get("result").is_some(), "null means no deadline: {r}");
+}
+
+#[tokio::test]
 async fn timeout_bounds_a_streamed_body() {
     let o = origin().await;
     let server = Server::start(&[]);

@@ -33,7 +33,7 @@ impl HttpRunner for RemoteHttp {
             url: request.url,
             headers: request.headers,
             body_base64: request.body.as_deref().map(Base64::encode),
-            timeout_ms: request.timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: request.timeout.map(|t| Some(t.as_millis() as u64)),
             redirect_policy: Some(request.redirect),
             request_id: request_id.clone(),
             stream_response: true,

@@ -42,9 +42,14 @@ pub struct HttpRequestParams {
     /// Request body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_base64: Option<Base64>,
-    /// Whole-request deadline; absent or null means none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    /// Whole-request deadline. `null` means none (upstream's meaning); absent means the
+    /// executor's default (ours: `--http-default-timeout`). Outer `None` = absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_or_null"
+    )]
+    pub timeout_ms: Option<Option<u64>>,
     /// Redirect handling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_policy: Option<RedirectPolicy>,
@@ -53,6 +58,13 @@ pub struct HttpRequestParams {
     /// Stream the body as `http/request/bodyDelta` notifications.
     #[serde(default)]
     pub stream_response: bool,
+}
+
+/// Keeps `null` apart from an absent member: absent → `None`, `null` → `Some(None)`.
+fn present_or_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
 }
 
 /// Result of `http/request`.

@@ -33,6 +33,11 @@ pub struct ServeConfig {
     pub max_pending_connections: usize,
     /// Open WebSocket connections (default 256).
     pub max_connections: usize,
+    /// Largest body a buffered `http/request` reply may carry (default 32 MiB).
+    pub http_max_buffered_body: usize,
+    /// Deadline of `http/request`s that give no `timeoutMs` (default 300 s; `null` still
+    /// means none).
+    pub http_default_timeout: Option<Duration>,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +56,8 @@ impl Default for ServeConfig {
             initialize_deadline: Duration::from_secs(10),
             max_pending_connections: 64,
             max_connections: 256,
+            http_max_buffered_body: 32 << 20,
+            http_default_timeout: Some(Duration::from_secs(300)),
         }
     }
 }

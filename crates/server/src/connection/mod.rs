@@ -163,6 +163,24 @@ where
     let _ = writer_task.await;
 }
 
+/// The reply of a finished request, or `-32603` if its handler panicked.
+fn reply_or_panic(
+    id: &RequestId,
+    r: Result<dispatch::Replied, Box<dyn std::any::Any + Send>>,
+) -> dispatch::Replied {
+    r.unwrap_or_else(|_| {
+        tracing::error!(%id, "request handler panicked");
+        let text = jsonrpc::encode_error(
+            id,
+            &ErrorObject::new(
+                codes::INTERNAL_ERROR,
+                "internal error: request handler panicked",
+            ),
+        );
+        dispatch::Replied { text, queued: None }
+    })
+}
+
 /// One connection's state, owned by its reader loop.
 pub(crate) struct Connection {
     id: ConnectionId,
@@ -261,7 +279,12 @@ impl Connection {
                         scope.finish(true);
                         self.send_error(&id, error).await
                     }
-                    Ok(fut) => self.spawn_request(id, scope.wrap(fut)).await,
+                    Ok(fut) => {
+                        // Spawning forks a child: keep those off the reader so a burst of
+                        // starts runs on every worker.
+                        let inline = method != exec_server_protocol::process::Start::NAME;
+                        self.spawn_request(id, scope.wrap(fut), inline).await
+                    }
                 }
                 Continue(())
             }
@@ -323,24 +346,31 @@ impl Connection {
         }
     }
 
-    async fn spawn_request(&self, id: RequestId, fut: dispatch::Reply) {
+    /// Runs a request. With `inline`, it is first polled once right here: most requests
+    /// complete at once, and answering them from the reader saves a task hop (and a wake-up of
+    /// another CPU) on the round trip. Whatever is still pending runs as its own task.
+    async fn spawn_request(&self, id: RequestId, fut: dispatch::Reply, inline: bool) {
+        use futures::FutureExt;
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
+        let mut run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+        if inline {
+            if let Some(r) = (&mut run).now_or_never() {
+                let reply = reply_or_panic(&id, r);
+                let _ = self.out.send(OutMsg::Text(reply.text)).await;
+                if let Some(queued) = reply.queued {
+                    let _ = queued.send(());
+                }
+                drop(permit);
+                return;
+            }
+        }
         let out = self.out.clone();
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
-            use futures::FutureExt;
-            let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
             let reply = tokio::select! {
-                r = run => match r {
-                    Ok(reply) => reply,
-                    Err(_) => {
-                        tracing::error!(%id, "request handler panicked");
-                        let text = jsonrpc::encode_error(&id, &ErrorObject::new(codes::INTERNAL_ERROR, "internal error: request handler panicked"));
-                        dispatch::Replied { text, queued: None }
-                    }
-                },
+                r = run => reply_or_panic(&id, r),
                 _ = cancel.cancelled() => return,
             };
             let _ = out.send(OutMsg::Text(reply.text)).await;

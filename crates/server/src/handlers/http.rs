@@ -129,10 +129,17 @@ impl Drop for Reservation {
 }
 
 /// The process's runner: one connection pool and TLS setup shared by every connection.
-fn runner() -> Result<&'static LocalHttpRunner, RpcError> {
+/// Built on first use from the server's configuration (the same for every connection).
+fn runner(cfg: &crate::ServeConfig) -> Result<&'static LocalHttpRunner, RpcError> {
     static RUNNER: OnceLock<Result<LocalHttpRunner, String>> = OnceLock::new();
     RUNNER
-        .get_or_init(|| LocalHttpRunner::new(HttpConfig::default()).map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let config = HttpConfig {
+                max_buffered_body: cfg.http_max_buffered_body,
+                ..HttpConfig::default()
+            };
+            LocalHttpRunner::new(config).map_err(|e| e.to_string())
+        })
         .as_ref()
         .map_err(|e| RpcError::internal(e.clone()))
 }
@@ -147,13 +154,18 @@ pub(crate) async fn request(
         })?),
         None => None,
     };
-    let runner = runner()?;
+    let runner = runner(&call.state.config)?;
+    // Absent: the server's default; null: no deadline; a number: that deadline.
+    let timeout = match p.timeout_ms {
+        None => call.state.config.http_default_timeout,
+        Some(ms) => ms.map(Duration::from_millis),
+    };
     let req = HttpRequest {
         method: p.method,
         url: p.url,
         headers: p.headers,
         body,
-        timeout: p.timeout_ms.map(Duration::from_millis),
+        timeout,
         redirect: p.redirect_policy.unwrap_or_default(),
     };
     if !p.stream_response {
