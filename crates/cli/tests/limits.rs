@@ -107,3 +107,71 @@ async fn stdin_queue_is_bounded() {
     c.call("process/terminate", json!({"processId": "sink"}))
         .await;
 }
+
+#[tokio::test]
+async fn pending_connection_cap_closes_extra_silent_sockets() {
+    let server = Server::start(&["--max-pending-connections", "2"]);
+    let addr = server.url.trim_start_matches("ws://").to_string();
+    let silent: Vec<_> = futures::future::join_all(
+        (0..2).map(|_| tokio::net::TcpStream::connect(addr.clone())),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("the extra socket is closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut c, _) = server.session().await;
+    assert!(c.call("environment/info", json!({})).await["shell"].is_object());
+}
+
+#[tokio::test]
+async fn descriptor_exhaustion_gets_clear_errors_and_the_listener_recovers() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // A server with few descriptors: connections use them up, spawns then fail clearly, and
+    // the listener accepts again once descriptors are free.
+    #[allow(clippy::disallowed_methods)]
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("ulimit -n 40; exec {} --listen ws://127.0.0.1:0", crate::support::BIN),
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().to_string();
+    let (mut c, _) = {
+        let mut c = crate::support::Client::connect(&url).await;
+        let sid = c.handshake(None).await;
+        (c, sid)
+    };
+    let addr = url.trim_start_matches("ws://").to_string();
+    let mut hogs = Vec::new();
+    for _ in 0..60 {
+        if let Ok(s) = tokio::net::TcpStream::connect(&addr).await {
+            hogs.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c.sh("p", "true", json!({})).await;
+    let msg = r["error"]["message"].as_str().unwrap_or("").to_string();
+    assert!(msg.contains("Too many open files"), "{r}");
+    drop(hogs);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut d = crate::support::Client::connect(&url).await;
+    d.handshake(None).await;
+    assert!(d.sh("q", "true", json!({})).await.get("result").is_some());
+    let _ = child.kill();
+    let _ = child.wait();
+}
