@@ -112,10 +112,9 @@ async fn stdin_queue_is_bounded() {
 async fn pending_connection_cap_closes_extra_silent_sockets() {
     let server = Server::start(&["--max-pending-connections", "2"]);
     let addr = server.url.trim_start_matches("ws://").to_string();
-    let silent: Vec<_> = futures::future::join_all(
-        (0..2).map(|_| tokio::net::TcpStream::connect(addr.clone())),
-    )
-    .await;
+    let silent: Vec<_> =
+        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(addr.clone())))
+            .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut buf = [0u8; 16];
@@ -139,7 +138,10 @@ async fn descriptor_exhaustion_gets_clear_errors_and_the_listener_recovers() {
     let mut child = Command::new("sh")
         .args([
             "-c",
-            &format!("ulimit -n 40; exec {} --listen ws://127.0.0.1:0", crate::support::BIN),
+            &format!(
+                "ulimit -n 40; exec {} --listen ws://127.0.0.1:0",
+                crate::support::BIN
+            ),
         ])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())

@@ -93,7 +93,9 @@ mod tests {
             let data: Vec<u8> = (0..n).map(|_| next() as u8).collect();
             inputs.push(ENGINE.encode(&data).into_bytes());
         }
-        let specials = [b'=', b' ', b'\n', b'-', b'_', b'.', 0u8, 0xff, b'A', b'/', b'+'];
+        let specials = [
+            b'=', b' ', b'\n', b'-', b'_', b'.', 0u8, 0xff, b'A', b'/', b'+',
+        ];
         for base in inputs.clone() {
             for _ in 0..20 {
                 let mut m = base.clone();
@@ -119,14 +121,36 @@ mod tests {
             }
         }
         for short in [
-            &b""[..], b"=", b"==", b"===", b"====", b"A", b"A=", b"A==", b"A===", b"AA==", b"AB==",
-            b"AAA=", b"AAB=", b"AA=A", b"AAAA====", b"AA==AA==", b"QQ", b"QUI", b"QUJD",
+            &b""[..],
+            b"=",
+            b"==",
+            b"===",
+            b"====",
+            b"A",
+            b"A=",
+            b"A==",
+            b"A===",
+            b"AA==",
+            b"AB==",
+            b"AAA=",
+            b"AAB=",
+            b"AA=A",
+            b"AAAA====",
+            b"AA==AA==",
+            b"QQ",
+            b"QUI",
+            b"QUJD",
         ] {
             inputs.push(short.to_vec());
         }
         for input in &inputs {
             let reference = ENGINE.decode(input).map_err(|e| e.to_string());
-            assert_eq!(decode(input), reference, "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode(input),
+                reference,
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

@@ -33,7 +33,11 @@ pub(crate) fn read_block_result(id: &RequestId, r: &ReadBlockResult) -> String {
     result_with(id, r.chunk.0.len(), |s| {
         s.push_str(r#""chunk":""#);
         s.push_str(&r.chunk.0);
-        s.push_str(if r.eof { r#"","eof":true"# } else { r#"","eof":false"# });
+        s.push_str(if r.eof {
+            r#"","eof":true"#
+        } else {
+            r#"","eof":false"#
+        });
     })
 }
 
@@ -130,7 +134,10 @@ mod tests {
                 chunk: Base64("\"\\\n".into()),
                 eof: true,
             };
-            assert_eq!(read_block_result(id, &odd), jsonrpc::encode_result(id, &odd));
+            assert_eq!(
+                read_block_result(id, &odd),
+                jsonrpc::encode_result(id, &odd)
+            );
         }
     }
 
