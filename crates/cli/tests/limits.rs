@@ -177,3 +177,24 @@ async fn descriptor_exhaustion_gets_clear_errors_and_the_listener_recovers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn running_process_cap_per_server() {
+    let server = Server::start(&["--max-processes", "2"]);
+    let (mut a, _) = server.session().await;
+    let (mut b, _) = server.session().await;
+    a.sh("a1", "sleep 30", json!({})).await;
+    b.sh("b1", "sleep 30", json!({})).await;
+    let r = b.sh("b2", "sleep 30", json!({})).await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("per server"));
+    a.call("process/terminate", json!({"processId": "a1"}))
+        .await;
+    a.wait_event("process/exited", "a1").await;
+    assert!(b.sh("b2", "true", json!({})).await.get("result").is_some());
+    b.call("process/terminate", json!({"processId": "b1"}))
+        .await;
+}
