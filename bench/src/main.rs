@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod fs;
 mod measures;
 mod report;
 mod rpc;
@@ -42,7 +43,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Comma-separated measurements to run: idle-rss, rpc, rpc-awake, spawn, sleep200, multi-conn,
-    /// notify-stream, read-stream (default: all).
+    /// notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks, fs-sandbox
+    /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Size of the output streams, MiB.
@@ -66,6 +68,11 @@ struct Args {
     /// Sequential spawns per connection for the parallel-spawn measurement.
     #[arg(long, default_value_t = 100)]
     spawns_per_conn: usize,
+    /// Directory for the filesystem measurements' files (created if missing; the files are
+    /// removed at the end, then the directory if empty; the servers under test must see it at
+    /// the same path). Default: a fresh one in $TMPDIR.
+    #[arg(long)]
+    fs_dir: Option<PathBuf>,
     /// Directory for the launched servers' stdout/stderr logs.
     #[arg(long, default_value = "/tmp/bench-logs")]
     log_dir: PathBuf,
@@ -159,6 +166,9 @@ async fn main() -> Result<()> {
         sleepers: args.sleepers,
         conns: args.conns,
         spawns_per_conn: args.spawns_per_conn,
+        fs_dir: args.fs_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("bench-fs-{}", std::process::id()))
+        }),
     };
     std::fs::create_dir_all(&args.log_dir)
         .with_context(|| format!("creating {}", args.log_dir.display()))?;
@@ -173,6 +183,8 @@ async fn main() -> Result<()> {
             run_round(target, round, &measures, &config, &args, result).await;
         }
     }
+
+    crate::fs::FsFixture::new(config.fs_dir.clone()).remove();
 
     let (nproc, cpu) = server::machine();
     println!();

@@ -133,6 +133,60 @@ pub(crate) const MEASURES: &[Measure] = &[
         ],
         timeout: Duration::from_secs(180),
     },
+    Measure {
+        name: "fs-read",
+        figures: &[
+            fig("fs_read_mibs", "fs/readFile 64 MiB (MiB/s)", Better::Higher),
+            fig(
+                "fs_read_peak_rss_mib",
+                "fs/readFile 64 MiB, server peak RSS (MiB)",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "fs-write64",
+        figures: &[
+            fig("fs_write64_ok", "fs/writeFile 64 MiB succeeds", Better::Yes),
+            fig("fs_write64_s", "fs/writeFile 64 MiB (s)", Better::Lower),
+        ],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "fs-write8",
+        figures: &[fig(
+            "fs_write8_mibs",
+            "8 × 8 MiB fs/writeFile at once, one connection (MiB/s)",
+            Better::Higher,
+        )],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "fs-blocks",
+        figures: &[
+            fig(
+                "fs_block1_mibs",
+                "fs/readBlock 256 MiB, 1 MiB blocks, 1 in flight (MiB/s)",
+                Better::Higher,
+            ),
+            fig(
+                "fs_block4_mibs",
+                "fs/readBlock 256 MiB, 1 MiB blocks, 4 in flight (MiB/s)",
+                Better::Higher,
+            ),
+        ],
+        timeout: Duration::from_secs(120),
+    },
+    Measure {
+        name: "fs-sandbox",
+        figures: &[fig(
+            "fs_sandbox_p50_ms",
+            "sandboxed fs/getMetadata (read-only) p50 (ms)",
+            Better::Lower,
+        )],
+        timeout: Duration::from_secs(60),
+    },
 ];
 
 /// Sizes of the workloads.
@@ -144,6 +198,8 @@ pub(crate) struct Config {
     pub(crate) sleepers: usize,
     pub(crate) conns: usize,
     pub(crate) spawns_per_conn: usize,
+    /// Directory of the filesystem measurements' files.
+    pub(crate) fs_dir: std::path::PathBuf,
 }
 
 pub(crate) type Figures = Vec<(&'static str, f64)>;
@@ -163,6 +219,16 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
         "multi-conn" => parallel_spawners(url, config.conns, config.spawns_per_conn).await,
         "notify-stream" => notification_stream(url, config.stream_bytes).await,
         "read-stream" => read_stream(url, config.stream_bytes).await,
+        "fs-read" | "fs-write64" | "fs-write8" | "fs-blocks" | "fs-sandbox" => {
+            let fixture = crate::fs::FsFixture::new(config.fs_dir.clone());
+            match name {
+                "fs-read" => crate::fs::read_file(server, &fixture).await,
+                "fs-write64" => crate::fs::write_big(server, &fixture).await,
+                "fs-write8" => crate::fs::write_concurrent(server, &fixture).await,
+                "fs-blocks" => crate::fs::read_blocks(server, &fixture).await,
+                _ => crate::fs::sandboxed_op(server, &fixture).await,
+            }
+        }
         other => bail!("unknown measurement {other}"),
     }
 }

@@ -238,6 +238,36 @@ const GOALS: &[Goal] = &[
         check: |o, _| o.median(figure("sleep_all_exited_s")?).map(|s| s < 1.2),
     },
     Goal {
+        text: "fs/readFile 64 MiB ≥ 4x throughput",
+        check: |o, u| ratio_at_least("fs_read_mibs", o, u, 4.0),
+    },
+    Goal {
+        text: "8 × 8 MiB fs/writeFile ≥ 3x throughput",
+        check: |o, u| ratio_at_least("fs_write8_mibs", o, u, 3.0),
+    },
+    Goal {
+        text: "fs/readBlock streaming ≥ 3x throughput (1 and 4 blocks in flight)",
+        check: |o, u| {
+            Some(
+                ratio_at_least("fs_block1_mibs", o, u, 3.0)?
+                    && ratio_at_least("fs_block4_mibs", o, u, 3.0)?,
+            )
+        },
+    },
+    Goal {
+        text: "one 64 MiB fs/writeFile succeeds",
+        // Measured but failed in every round counts as not met.
+        check: |o, _| {
+            let measured = !o.outcomes("fs_write64_ok").is_empty();
+            let ok = o.median(figure("fs_write64_ok")?).is_some_and(|v| v >= 0.5);
+            measured.then_some(ok)
+        },
+    },
+    Goal {
+        text: "sandboxed fs operation < 5 ms (p50)",
+        check: |o, _| o.median(figure("fs_sandbox_p50_ms")?).map(|ms| ms < 5.0),
+    },
+    Goal {
         text: "idle RSS ≤ 1/4 of upstream",
         check: |o, u| ratio_at_least("rss_kib", o, u, 4.0),
     },

@@ -25,6 +25,10 @@ pub(crate) struct Client {
     next_id: i64,
     notifications: VecDeque<Value>,
     responses: HashMap<i64, Result<Value, String>>,
+    /// Replies kept as received text (see `wait_raw`).
+    raw_responses: HashMap<i64, String>,
+    /// Ids whose replies `wait_raw` will want as text.
+    raw_wanted: std::collections::HashSet<i64>,
     /// When set, `process/output` notifications are dropped unparsed (used while draining
     /// output with `process/read`, where the pushed copies are just noise).
     drop_output_notifications: bool,
@@ -44,6 +48,8 @@ impl Client {
             next_id: 1,
             notifications: VecDeque::new(),
             responses: HashMap::new(),
+            raw_responses: HashMap::new(),
+            raw_wanted: std::collections::HashSet::new(),
             drop_output_notifications: false,
         })
     }
@@ -105,6 +111,34 @@ impl Client {
         }
     }
 
+    /// Sends a request whose reply `wait_raw` will return as text.
+    pub(crate) async fn send_request_raw(&mut self, method: &str, params: Value) -> Result<i64> {
+        let id = self.send_request(method, params).await?;
+        self.raw_wanted.insert(id);
+        Ok(id)
+    }
+
+    /// Waits for the reply to a request sent with `send_request_raw` and returns its text,
+    /// unparsed, so that a measurement can stop its clock before the client-side JSON scan
+    /// of a multi-megabyte reply (the same for every server, it would only compress ratios).
+    /// Parse it with [`parse_reply`].
+    pub(crate) async fn wait_raw(&mut self, id: i64) -> Result<String> {
+        loop {
+            if let Some(text) = self.raw_responses.remove(&id) {
+                self.raw_wanted.remove(&id);
+                return Ok(text);
+            }
+            // Replies not shaped `{"id":N,…` (e.g. errors written `{"error":…,"id":N}`).
+            if let Some(response) = self.responses.remove(&id) {
+                self.raw_wanted.remove(&id);
+                return response
+                    .map(|result| serde_json::json!({"id": id, "result": result}).to_string())
+                    .map_err(|e| anyhow!(e));
+            }
+            self.pump().await?;
+        }
+    }
+
     /// Returns the next server notification (queued or freshly read).
     pub(crate) async fn next_notification(&mut self) -> Result<Value> {
         loop {
@@ -136,6 +170,12 @@ impl Client {
     }
 
     fn file(&mut self, text: &str) -> Result<()> {
+        if !self.raw_wanted.is_empty() {
+            if let Some(id) = reply_id(text).filter(|id| self.raw_wanted.contains(id)) {
+                self.raw_responses.insert(id, text.to_string());
+                return Ok(());
+            }
+        }
         if self.drop_output_notifications {
             let head = &text.as_bytes()[..text.len().min(96)];
             if contains(head, b"\"process/output\"") && !contains(head, b"\"id\"") {
@@ -165,6 +205,28 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// The id of a reply that starts `{"id":N,` (how both servers write replies), else `None`.
+fn reply_id(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix(r#"{"id":"#)?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[end..]
+        .starts_with(',')
+        .then(|| rest[..end].parse().ok())?
+}
+
+/// The result of a reply's text; an error reply becomes `Err`.
+pub(crate) fn parse_reply(text: &str) -> Result<Value> {
+    let mut value: Value = serde_json::from_str(text)
+        .with_context(|| format!("server sent invalid JSON: {}", truncate(text, 200)))?;
+    if let Some(error) = value.get("error") {
+        bail!("server error: {error}");
+    }
+    Ok(value
+        .get_mut("result")
+        .map(Value::take)
+        .unwrap_or(Value::Null))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -32,7 +32,7 @@ pub(crate) struct ServeArgs {
     retention_per_process: usize,
 
     /// Largest accepted message (WebSocket message or stdio line), in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 96 << 20)]
     max_message_bytes: usize,
 
     /// WebSocket authentication: `capability-token` (a bearer token whose SHA-256 the server
@@ -107,6 +107,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 32 << 20)]
     http_max_buffered_bytes: usize,
 
+    /// Largest file `fs/readFile` returns; larger ones are refused with an error telling the
+    /// caller to use `fs/open` + `fs/readBlock`. The reply is base64, a third larger: raise
+    /// the client's message limit to match.
+    #[arg(long, value_name = "BYTES", default_value_t = 48 << 20)]
+    max_read_file_bytes: u64,
+
     /// Deadline, in seconds, of `http/request`s that give no `timeoutMs` (0: none). An
     /// explicit `timeoutMs: null` always means no deadline.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
@@ -178,6 +184,7 @@ impl ServeArgs {
         config.initialize_deadline = Duration::from_secs(self.initialize_timeout.max(1));
         config.ping_interval = Duration::from_secs(self.ping_interval.max(1));
         config.http_max_buffered_body = self.http_max_buffered_bytes;
+        config.read_file_limit = self.max_read_file_bytes;
         config.http_default_timeout =
             (self.http_default_timeout > 0).then(|| Duration::from_secs(self.http_default_timeout));
         config.auth = self.auth()?;

@@ -173,6 +173,43 @@ impl Client {
         request::<M>(&self.inner, &conn, &params).await
     }
 
+    /// Like [`Client::call`], with the result decoded by `decode` from its JSON text (for
+    /// results that carry megabytes of base64).
+    pub(crate) async fn call_decoded<M: Method, T>(
+        &self,
+        params: M::Params,
+        decode: impl FnOnce(&str) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let conn = self.inner.connected().await?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = serde_json::to_string(&Req {
+            id,
+            method: M::NAME,
+            params: &params,
+            trace: crate::trace::current(),
+        })
+        .map_err(|e| ClientError::Protocol(format!("cannot encode {} params: {e}", M::NAME)))?;
+        exchange_with(&conn, id, text, decode).await
+    }
+
+    /// Like [`Client::call`], with the params written as JSON text by `write_params`, which
+    /// runs before this returns (so it may borrow a buffer the caller reuses); `capacity` is
+    /// their expected length. The params must be a JSON object matching `M::Params`.
+    pub(crate) fn call_prebuilt<M: Method>(
+        &self,
+        capacity: usize,
+        write_params: impl FnOnce(&mut String),
+    ) -> futures::future::BoxFuture<'static, Result<M::Result, ClientError>> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = prebuilt_text(id, M::NAME, capacity, write_params);
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let text = text?;
+            let conn = inner.connected().await?;
+            exchange::<M>(&conn, id, text).await
+        })
+    }
+
     /// Like [`Client::call`], but after a connection loss waits for the client to reconnect
     /// and sends the request again. Only for requests that are safe to repeat (reads,
     /// `process/write` with the same `writeId`, signals, ...).
@@ -252,21 +289,23 @@ fn placeholder_info() -> EnvironmentInfo {
     }
 }
 
+/// A request as sent.
+#[derive(Serialize)]
+struct Req<'a, P> {
+    id: i64,
+    method: &'static str,
+    params: &'a P,
+    /// The W3C trace context of the current span, so the server's span is its child.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace: Option<exec_server_protocol::jsonrpc::TraceContext>,
+}
+
 /// Sends a request on `conn` and decodes its reply.
 async fn request<M: Method>(
     inner: &Inner,
     conn: &Arc<Conn>,
     params: &M::Params,
 ) -> Result<M::Result, ClientError> {
-    #[derive(Serialize)]
-    struct Req<'a, P> {
-        id: i64,
-        method: &'static str,
-        params: &'a P,
-        /// The W3C trace context of the current span, so the server's span is its child.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        trace: Option<exec_server_protocol::jsonrpc::TraceContext>,
-    }
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let text = serde_json::to_string(&Req {
         id,
@@ -275,10 +314,61 @@ async fn request<M: Method>(
         trace: crate::trace::current(),
     })
     .map_err(|e| ClientError::Protocol(format!("cannot encode {} params: {e}", M::NAME)))?;
+    exchange::<M>(conn, id, text).await
+}
+
+/// The text of a request whose params `write_params` writes as JSON (for requests that carry
+/// megabytes of base64, which need no escaping and should not go through serde_json's).
+fn prebuilt_text(
+    id: i64,
+    method: &str,
+    capacity: usize,
+    write_params: impl FnOnce(&mut String),
+) -> Result<String, ClientError> {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(capacity + 96);
+    let _ = write!(text, r#"{{"id":{id},"method":"{method}","params":"#);
+    write_params(&mut text);
+    if let Some(trace) = crate::trace::current() {
+        text.push_str(r#","trace":"#);
+        text.push_str(
+            &serde_json::to_string(&trace)
+                .map_err(|e| ClientError::Protocol(format!("cannot encode {method} trace: {e}")))?,
+        );
+    }
+    text.push('}');
+    Ok(text)
+}
+
+/// Sends the request `text` (whose id is `id`) on `conn` and decodes its reply.
+async fn exchange<M: Method>(
+    conn: &Arc<Conn>,
+    id: i64,
+    text: String,
+) -> Result<M::Result, ClientError> {
+    exchange_with(conn, id, text, |result| {
+        serde_json::from_str::<M::Result>(result)
+            .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::NAME)))
+    })
+    .await
+}
+
+/// Sends the request `text` (whose id is `id`) on `conn` and decodes its reply's result (the
+/// JSON text of the `result` member) with `decode`.
+async fn exchange_with<T>(
+    conn: &Arc<Conn>,
+    id: i64,
+    text: String,
+    decode: impl FnOnce(&str) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
     let (tx, rx) = oneshot::channel();
     conn.pending().insert(id, tx);
     if conn.closed.is_cancelled() || conn.out.send(text).await.is_err() {
         conn.pending().remove(&id);
+        // Its writer is gone: mark the connection closed now, so that the next call waits
+        // for the reconnection instead of failing on the same dead connection again (a
+        // retry loop could otherwise use up its attempts before the reader notices).
+        conn.closed.cancel();
         return Err(ClientError::Disconnected);
     }
     let reply = tokio::select! {
@@ -289,8 +379,7 @@ async fn request<M: Method>(
         }
     };
     match reply {
-        Ok((text, range)) => serde_json::from_str::<M::Result>(&text[range])
-            .map_err(|e| ClientError::Protocol(format!("{} result: {e}", M::NAME))),
+        Ok((text, range)) => decode(&text[range]),
         Err(e) => Err(ClientError::Rpc(e)),
     }
 }

@@ -12,11 +12,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use exec_server_protocol::bytes::Base64;
-use exec_server_protocol::fs::{
-    self as wire, CloseParams, OpenMode, OpenParams, ReadBlockParams, WriteBlockParams,
-};
-use exec_server_protocol::{codes, PathUri};
+use exec_server_protocol::bytes::encode_into;
+use exec_server_protocol::fs::{self as wire, CloseParams, OpenMode, OpenParams, ReadBlockParams};
+use exec_server_protocol::{codes, Method as _, PathUri};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -85,13 +83,12 @@ impl Handle {
                 offset,
                 len,
             };
-            let lost = match self.client.call::<wire::ReadBlock>(params).await {
-                Ok(r) => {
-                    let data = r.chunk.decode().map_err(|e| {
-                        ClientError::Protocol(format!("fs/readBlock chunk is not base64: {e}"))
-                    })?;
-                    return Ok((Bytes::from(data), r.eof));
-                }
+            let reply = self
+                .client
+                .call_decoded::<wire::ReadBlock, _>(params, decode_read_block)
+                .await;
+            let lost = match reply {
+                Ok((data, eof)) => return Ok((Bytes::from(data), eof)),
                 Err(ClientError::Disconnected) => true,
                 // After a resume the old connection's handle is unknown on the new one.
                 Err(ClientError::Rpc(e))
@@ -109,8 +106,13 @@ impl Handle {
             if lost {
                 let mut cur = self.current.lock().await;
                 if cur.1 == generation {
-                    let id = Handle::open(&self.client, &self.path, OpenMode::Read).await?;
-                    *cur = (id, generation + 1);
+                    match Handle::open(&self.client, &self.path, OpenMode::Read).await {
+                        Ok(id) => *cur = (id, generation + 1),
+                        // The reopen itself raced the connection loss (it went out on the
+                        // dying connection): another attempt, once reconnected.
+                        Err(ClientError::Disconnected) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -217,28 +219,33 @@ impl Client {
         let mut offset = 0u64;
         let mut in_flight = futures::stream::FuturesUnordered::new();
         let mut eof = false;
+        // The handle id as a JSON string, written into every block's request.
+        let id_json = serde_json::to_string(&id)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode handle id: {e}")))?;
+        let mut buf = vec![0u8; opts.block_size];
         let result: Result<(), ClientError> = async {
             loop {
                 while !eof && in_flight.len() < opts.in_flight {
-                    let mut buf = vec![0u8; opts.block_size];
                     let n = read_full(&mut reader, &mut buf).await?;
                     if n == 0 {
                         eof = true;
                         break;
                     }
-                    let params = WriteBlockParams {
-                        handle_id: id.clone(),
-                        offset,
-                        chunk: Base64::encode(&buf[..n]),
-                    };
+                    // `WriteBlockParams` written by hand: the base64 goes straight into the
+                    // request text instead of through serde_json's string escaping.
+                    let block_offset = offset;
+                    let request = self.call_prebuilt::<wire::WriteBlock>(
+                        id_json.len() + n.div_ceil(3) * 4 + 64,
+                        |s| {
+                            s.push_str(r#"{"handleId":"#);
+                            s.push_str(&id_json);
+                            s.push_str(&format!(r#","offset":{block_offset},"chunk":""#));
+                            encode_into(&buf[..n], s);
+                            s.push_str("\"}");
+                        },
+                    );
                     offset += n as u64;
-                    let client = self.clone();
-                    in_flight.push(async move {
-                        client
-                            .call::<wire::WriteBlock>(params)
-                            .await
-                            .map(|_| n as u64)
-                    });
+                    in_flight.push(async move { request.await.map(|_| n as u64) });
                     if n < opts.block_size {
                         eof = true;
                     }
@@ -259,6 +266,34 @@ impl Client {
     }
 }
 
+/// Decodes an `fs/readBlock` result. The usual shape, `{"chunk":"<base64>","eof":<bool>}` as
+/// our server and upstream write it, is decoded straight from the reply text (no JSON string
+/// scan, no copy); anything else, and any chunk that is not plain base64, goes through serde
+/// and gets its usual result.
+fn decode_read_block(text: &str) -> Result<(Vec<u8>, bool), ClientError> {
+    let fast = text.strip_prefix(r#"{"chunk":""#).and_then(|rest| {
+        let (chunk, eof) = match rest.strip_suffix(r#"","eof":false}"#) {
+            Some(chunk) => (chunk, false),
+            None => (rest.strip_suffix(r#"","eof":true}"#)?, true),
+        };
+        // Plain base64 has no `"`, `\`, control or non-ASCII character, so when `chunk`
+        // decodes, it is exactly the JSON string's content and the text is that object.
+        exec_server_protocol::bytes::decode(chunk.as_bytes())
+            .ok()
+            .map(|data| (data, eof))
+    });
+    if let Some(decoded) = fast {
+        return Ok(decoded);
+    }
+    let r: wire::ReadBlockResult = serde_json::from_str(text)
+        .map_err(|e| ClientError::Protocol(format!("{} result: {e}", wire::ReadBlock::NAME)))?;
+    let data = r
+        .chunk
+        .decode()
+        .map_err(|e| ClientError::Protocol(format!("fs/readBlock chunk is not base64: {e}")))?;
+    Ok((data, r.eof))
+}
+
 /// Reads until `buf` is full or EOF; returns the bytes read.
 async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<usize, ClientError> {
     let mut n = 0;
@@ -269,4 +304,33 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> Result<us
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_block_results_decode_as_serde_would() {
+        for text in [
+            r#"{"chunk":"AP8B","eof":false}"#,
+            r#"{"chunk":"","eof":true}"#,
+            r#"{"eof":true,"chunk":"AP8B"}"#,
+            r#"{"chunk":"AP\/B","eof":false}"#,
+            r#"{"chunk": "AP8B", "eof": true}"#,
+            r#"{"chunk":"AP8=","eof":true,"extra":1}"#,
+        ] {
+            let r: wire::ReadBlockResult = serde_json::from_str(text).unwrap();
+            let want = (r.chunk.decode().unwrap(), r.eof);
+            assert_eq!(decode_read_block(text).unwrap(), want, "{text}");
+        }
+        for text in [
+            r#"{"chunk":"AP8","eof":false}"#,
+            r#"{"chunk":"AP8B","eof":1}"#,
+            r#"{"chunk":"AP8B\"","eof":false}"#,
+            r#"{"chunk":"AP8B"#,
+        ] {
+            assert!(decode_read_block(text).is_err(), "{text}");
+        }
+    }
 }

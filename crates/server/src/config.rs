@@ -9,7 +9,7 @@ use exec_server_core::Limits;
 pub struct ServeConfig {
     /// Requests processed concurrently per connection (default 64).
     pub concurrent_requests: usize,
-    /// Largest inbound message: a WebSocket message or a stdio line (default 64 MiB).
+    /// Largest inbound message: a WebSocket message or a stdio line (default 96 MiB, so a 64 MiB `fs/writeFile` fits).
     pub max_message_bytes: usize,
     /// Queued outgoing replies per connection (default 1024 messages).
     pub outbound_queue: usize,
@@ -38,13 +38,15 @@ pub struct ServeConfig {
     /// Deadline of `http/request`s that give no `timeoutMs` (default 300 s; `null` still
     /// means none).
     pub http_default_timeout: Option<Duration>,
+    /// Largest file `fs/readFile` returns (default 48 MiB, so the base64 reply fits 64 MiB).
+    pub read_file_limit: u64,
 }
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             concurrent_requests: 64,
-            max_message_bytes: 64 << 20,
+            max_message_bytes: 96 << 20,
             outbound_queue: 1024,
             event_queue: 256,
             ping_interval: Duration::from_secs(30),
@@ -58,6 +60,7 @@ impl Default for ServeConfig {
             max_connections: 256,
             http_max_buffered_body: 32 << 20,
             http_default_timeout: Some(Duration::from_secs(300)),
+            read_file_limit: exec_server_core::fs::DEFAULT_READ_FILE_LIMIT,
         }
     }
 }

@@ -107,9 +107,9 @@ pub(crate) fn prepare(
         environment::Status::NAME => {
             r.call::<environment::Status, _, _>("environment status", env::status)
         }
-        fs::ReadFile::NAME => r.call_encoded::<fs::ReadFile, _, _>(
+        fs::ReadFile::NAME => r.call_encoded::<fs::ReadFile, _, _, _>(
             "filesystem",
-            |_, p| hfs::read_file(p),
+            |c, p| hfs::read_file(c.state.config.read_file_limit, p),
             crate::encode::read_file_result,
         ),
         fs::WriteFile::NAME => {
@@ -133,7 +133,7 @@ pub(crate) fn prepare(
         fs::Open::NAME => r.call::<fs::Open, _, _>("filesystem", |c, p| async move {
             hfs::open(&c.handles, p).await
         }),
-        fs::ReadBlock::NAME => r.call_encoded::<fs::ReadBlock, _, _>(
+        fs::ReadBlock::NAME => r.call_encoded::<fs::ReadBlock, _, _, _>(
             "filesystem",
             |c, p| async move { hfs::read_block(&c.handles, p).await },
             crate::encode::read_block_result,
@@ -169,21 +169,27 @@ impl Route<'_, '_> {
         F: FnOnce(Call, M::Params) -> Fut,
         Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
     {
-        self.call_encoded::<M, F, Fut>(family, handler, jsonrpc::encode_result::<M::Result>)
+        self.call_encoded::<M, M::Result, F, Fut>(
+            family,
+            handler,
+            jsonrpc::encode_result::<M::Result>,
+        )
     }
 
-    /// Like [`Route::call`], with the success reply encoded by `encode` (a hand-written
-    /// encoder for the replies that carry megabytes of base64).
-    fn call_encoded<M, F, Fut>(
+    /// Like [`Route::call`], with the handler's outcome `R` turned into the success reply by
+    /// `encode` (hand-written encoders for the replies that carry megabytes of base64; the
+    /// text is the same as `encode_result` of `M::Result` would give).
+    fn call_encoded<M, R, F, Fut>(
         self,
         family: &str,
         handler: F,
-        encode: fn(&RequestId, &M::Result) -> String,
+        encode: fn(&RequestId, &R) -> String,
     ) -> Result<Reply, ErrorObject>
     where
         M: Method,
         F: FnOnce(Call, M::Params) -> Fut,
-        Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
+        R: 'static,
+        Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
     {
         let params: M::Params = jsonrpc::decode_params(self.params)
             .map_err(|e| ErrorObject::new(codes::INVALID_PARAMS, e))?;

@@ -7,13 +7,11 @@ use exec_server_core::fs::{
     CopyOptions, CreateDirectoryOptions, FileSystem, HandleTable, LocalFileSystem, MetadataOptions,
     ReadOptions, RemoveOptions, WriteOptions,
 };
-use exec_server_protocol::bytes::Base64;
 use exec_server_protocol::fs::{
     CanonicalizeParams, CanonicalizeResult, CloseParams, CopyParams, CreateDirectoryParams,
-    GetMetadataParams, Metadata, OpenParams, OpenResult, ReadBlockParams, ReadBlockResult,
-    ReadDirectoryParams, ReadDirectoryResult, ReadFileParams, ReadFileResult, RemoveParams,
-    WalkParams, WalkResult, WatchMissingParams, WatchMissingResult, WriteBlockParams,
-    WriteFileParams,
+    GetMetadataParams, Metadata, OpenParams, OpenResult, ReadBlockParams, ReadDirectoryParams,
+    ReadDirectoryResult, ReadFileParams, RemoveParams, WalkParams, WalkResult, WatchMissingParams,
+    WatchMissingResult, WriteBlockParams, WriteFileParams,
 };
 use exec_server_protocol::{jsonrpc, Empty, Notification, PathUri};
 
@@ -29,19 +27,18 @@ fn local() -> LocalFileSystem {
     LocalFileSystem::default()
 }
 
-/// `fs/readFile`.
-pub(crate) async fn read_file(p: ReadFileParams) -> Result<ReadFileResult, RpcError> {
+/// `fs/readFile`: the file's bytes, encoded into the reply by `encode::read_file_result`
+/// (as a `ReadFileResult`).
+pub(crate) async fn read_file(limit: u64, p: ReadFileParams) -> Result<Vec<u8>, RpcError> {
     let path = native(&p.path)?;
     let opts = ReadOptions {
         follow_symlinks: p.follow_symlinks,
     };
-    let data = local()
+    let data = LocalFileSystem::with_read_limit(limit)
         .read_file(&path, opts, p.sandbox.as_ref())
         .await
         .map_err(fs_error)?;
-    Ok(ReadFileResult {
-        data_base64: Base64::encode(&data),
-    })
+    Ok(data)
 }
 
 /// `fs/writeFile`.
@@ -166,19 +163,18 @@ pub(crate) async fn open(handles: &HandleTable, p: OpenParams) -> Result<OpenRes
     })
 }
 
-/// `fs/readBlock`.
+/// `fs/readBlock`: the bytes read and `eof`, encoded into the reply by
+/// `encode::read_block_result` (as a `ReadBlockResult`).
 pub(crate) async fn read_block(
     handles: &HandleTable,
     p: ReadBlockParams,
-) -> Result<ReadBlockResult, RpcError> {
+) -> Result<(Vec<u8>, bool), RpcError> {
     let data = handles
         .read_block(&p.handle_id, p.offset, p.len)
         .await
         .map_err(fs_error)?;
-    Ok(ReadBlockResult {
-        eof: data.len() < p.len,
-        chunk: Base64::encode(&data),
-    })
+    let eof = data.len() < p.len;
+    Ok((data, eof))
 }
 
 /// `fs/writeBlock`.
