@@ -64,6 +64,36 @@ pub enum StartError {
     Spawn(#[from] SpawnError),
 }
 
+impl StartError {
+    /// The JSON-RPC code of this failure (spec §4.1, §17), for the server and the client's
+    /// local environment alike.
+    pub fn code(&self) -> i64 {
+        use exec_server_protocol::codes;
+        match self {
+            StartError::EmptyArgv | StartError::Sandbox(_) | StartError::ManagedNetwork(_) => {
+                codes::INVALID_PARAMS
+            }
+            StartError::AlreadyExists(_)
+            | StartError::TooMany(_)
+            | StartError::TooManyRunning(_) => codes::INVALID_REQUEST,
+            StartError::Cwd(e) => e.code(),
+            StartError::Spawn(_) => codes::INTERNAL_ERROR,
+        }
+    }
+
+    /// The 0.171.0 `error.data.kind`, where the failure has one.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            StartError::Sandbox(_) => Some("sandboxPreparation"),
+            StartError::ManagedNetwork(
+                crate::managed_network::ManagedNetworkError::Unavailable(_),
+            ) => Some("sandboxUnavailable"),
+            StartError::Spawn(e) => Some(e.kind()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Slot {
     Starting,

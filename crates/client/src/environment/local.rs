@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use exec_server_core::managed_network::ManagedNetworkError;
 use exec_server_core::process::{EventKind, Process};
 use exec_server_core::session::StartError;
 use exec_server_core::{Limits, Session, Sessions};
@@ -130,21 +129,8 @@ impl std::fmt::Debug for LocalProcess {
 
 /// A start failure as the server would answer it.
 fn start_error(e: StartError) -> ClientError {
-    let (code, kind) = match &e {
-        StartError::EmptyArgv => (codes::INVALID_PARAMS, None),
-        StartError::AlreadyExists(_) | StartError::TooMany(_) | StartError::TooManyRunning(_) => {
-            (codes::INVALID_REQUEST, None)
-        }
-        StartError::Cwd(c) => (c.code(), None),
-        StartError::Sandbox(_) => (codes::INVALID_PARAMS, Some("sandboxPreparation")),
-        StartError::ManagedNetwork(ManagedNetworkError::Unavailable(_)) => {
-            (codes::INVALID_PARAMS, Some("sandboxUnavailable"))
-        }
-        StartError::ManagedNetwork(_) => (codes::INVALID_PARAMS, None),
-        StartError::Spawn(s) => (codes::INTERNAL_ERROR, Some(s.kind())),
-    };
-    let mut obj = ErrorObject::new(code, e.to_string());
-    obj.data = kind.map(|k| serde_json::json!({ "kind": k }));
+    let mut obj = ErrorObject::new(e.code(), e.to_string());
+    obj.data = e.kind().map(|k| serde_json::json!({ "kind": k }));
     ClientError::Rpc(obj)
 }
 

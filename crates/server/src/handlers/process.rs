@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use exec_server_core::managed_network::ManagedNetworkError;
 use exec_server_core::session::StartError;
 use exec_server_protocol::bytes::Base64;
 use exec_server_protocol::process::{
@@ -27,22 +26,10 @@ pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, Rpc
 }
 
 fn start_error(e: StartError) -> RpcError {
-    match e {
-        StartError::EmptyArgv => RpcError::invalid_params(e.to_string()),
-        StartError::AlreadyExists(_) | StartError::TooMany(_) | StartError::TooManyRunning(_) => {
-            RpcError::invalid_request(e.to_string())
-        }
-        StartError::Cwd(e) => e.into(),
-        StartError::Sandbox(e) => RpcError::invalid_params(e.to_string())
-            .with_data(serde_json::json!({ "kind": "sandboxPreparation" })),
-        StartError::ManagedNetwork(ManagedNetworkError::Invalid(m)) => RpcError::invalid_params(m),
-        StartError::ManagedNetwork(ManagedNetworkError::Unavailable(m)) => {
-            RpcError::invalid_params(m)
-                .with_data(serde_json::json!({ "kind": "sandboxUnavailable" }))
-        }
-        StartError::Spawn(e) => {
-            RpcError::internal(e.to_string()).with_data(serde_json::json!({ "kind": e.kind() }))
-        }
+    let err = RpcError::new(e.code(), e.to_string());
+    match e.kind() {
+        Some(kind) => err.with_data(serde_json::json!({ "kind": kind })),
+        None => err,
     }
 }
 
