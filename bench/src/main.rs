@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 mod fs;
+mod lean;
 mod measures;
 mod report;
 mod rpc;

@@ -280,17 +280,10 @@ async fn idle_rss(server: &Server) -> Result<Figures> {
 
 /// `prefix` names the figures (`rpc` or `rpc_awake`).
 async fn rpc_round_trip(url: &str, calls: usize, prefix: &str) -> Result<Figures> {
-    let mut client = Client::connect_initialized(url).await?;
-    for _ in 0..calls.min(100) {
-        client.call("environment/info", Value::Null).await?;
-    }
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        client.call("environment/info", Value::Null).await?;
-        samples.push(started.elapsed());
-    }
-    samples.sort();
+    let url = url.to_string();
+    let samples = tokio::task::spawn_blocking(move || crate::lean::rpc_samples(&url, calls))
+        .await
+        .context("rpc measurement thread")??;
     let (p50, p99) = if prefix == "rpc" {
         ("rpc_p50_us", "rpc_p99_us")
     } else {

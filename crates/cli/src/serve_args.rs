@@ -122,6 +122,12 @@ pub(crate) struct ServeArgs {
     /// session detaches).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     ping_interval: u64,
+
+    /// Threads that run WebSocket connections, each with its own event loop (default: one
+    /// per CPU, at most 16). 0 runs connections on the shared worker threads instead:
+    /// slower round trips, for comparison.
+    #[arg(long, value_name = "N")]
+    connection_threads: Option<usize>,
 }
 
 /// `--ws-auth` modes.
@@ -185,6 +191,9 @@ impl ServeArgs {
         config.ping_interval = Duration::from_secs(self.ping_interval.max(1));
         config.http_max_buffered_body = self.http_max_buffered_bytes;
         config.read_file_limit = self.max_read_file_bytes;
+        if let Some(n) = self.connection_threads {
+            config.connection_threads = n;
+        }
         config.http_default_timeout =
             (self.http_default_timeout > 0).then(|| Duration::from_secs(self.http_default_timeout));
         config.auth = self.auth()?;

@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub http_default_timeout: Option<Duration>,
     /// Largest file `fs/readFile` returns (default 48 MiB, so the base64 reply fits 64 MiB).
     pub read_file_limit: u64,
+    /// Threads that run WebSocket connections (default one per CPU, at most 16; 0 runs them
+    /// on the server's multi-thread runtime), see [`crate::transport::threads`].
+    pub connection_threads: usize,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +64,7 @@ impl Default for ServeConfig {
             http_max_buffered_body: 32 << 20,
             http_default_timeout: Some(Duration::from_secs(300)),
             read_file_limit: exec_server_core::fs::DEFAULT_READ_FILE_LIMIT,
+            connection_threads: crate::transport::threads::ConnectionThreads::default_count(),
         }
     }
 }

@@ -103,7 +103,11 @@ pub(crate) fn prepare(
         process::Terminate::NAME => r.call::<process::Terminate, _, _>("exec", proc::terminate),
         process::Resize::NAME => r.call::<process::Resize, _, _>("exec", proc::resize),
         process::CloseStdin::NAME => r.call::<process::CloseStdin, _, _>("exec", proc::close_stdin),
-        environment::Info::NAME => r.call::<environment::Info, _, _>("environment info", env::info),
+        environment::Info::NAME => r.call_encoded::<environment::Info, _, _, _>(
+            "environment info",
+            env::info,
+            jsonrpc::encode_result::<Box<RawValue>>,
+        ),
         environment::Status::NAME => {
             r.call::<environment::Status, _, _>("environment status", env::status)
         }

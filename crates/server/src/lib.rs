@@ -31,11 +31,16 @@ pub struct ServerState {
     pub sessions: Arc<Sessions>,
     /// The environment, detected once.
     pub environment: EnvironmentInfo,
+    /// `environment`, encoded once (the `environment/info` reply).
+    pub(crate) environment_json: Box<serde_json::value::RawValue>,
     /// The configuration.
     pub config: ServeConfig,
     next_connection: std::sync::atomic::AtomicU64,
     /// Open WebSocket connections (bounded by `max_connections`).
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
+    /// The multi-thread runtime that runs waiting requests of WebSocket connections (set by
+    /// [`transport::ws::serve`]).
+    pub(crate) work_runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl ServerState {
@@ -43,12 +48,17 @@ impl ServerState {
     pub fn new(config: ServeConfig) -> Arc<Self> {
         let sessions = Sessions::new(config.limits.clone());
         telemetry::register_gauges(&sessions);
+        let environment = exec_server_core::environment::detect();
+        let environment_json = serde_json::value::to_raw_value(&environment)
+            .expect("EnvironmentInfo always serializes");
         Arc::new(ServerState {
             sessions,
-            environment: exec_server_core::environment::detect(),
+            environment,
+            environment_json,
             connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1))),
             config,
             next_connection: std::sync::atomic::AtomicU64::new(1),
+            work_runtime: std::sync::OnceLock::new(),
         })
     }
 

@@ -73,6 +73,11 @@ pub struct TransportInfo {
     pub drain_on_end: bool,
     /// Send keepalive pings.
     pub keepalive: bool,
+    /// The runtime that runs requests which do not complete at once, and every
+    /// `process/start` (`None`: the runtime the connection runs on). WebSocket connections run
+    /// on a connection thread and hand such work to the server's multi-thread runtime
+    /// ([`crate::transport::threads`]).
+    pub work: Option<tokio::runtime::Handle>,
 }
 
 /// Messages to the writer besides process events.
@@ -106,6 +111,10 @@ where
         handles: Arc::default(),
         http: Arc::default(),
         watches: Arc::default(),
+        work: info
+            .work
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current),
         info,
     };
     // WebSocket peers must initialize in time and answer pings; stdio and in-memory peers
@@ -194,6 +203,8 @@ pub(crate) struct Connection {
     handles: Arc<exec_server_core::fs::HandleTable>,
     http: Arc<crate::handlers::http::Streams>,
     watches: Arc<exec_server_core::fs::MissingWatches>,
+    /// Where requests that wait run (see [`TransportInfo::work`]).
+    work: tokio::runtime::Handle,
     info: TransportInfo,
 }
 
@@ -368,7 +379,7 @@ impl Connection {
         }
         let out = self.out.clone();
         let cancel = self.cancel.clone();
-        self.tasks.spawn(async move {
+        let task = async move {
             let reply = tokio::select! {
                 r = run => reply_or_panic(&id, r),
                 _ = cancel.cancelled() => return,
@@ -378,7 +389,8 @@ impl Connection {
                 let _ = queued.send(());
             }
             drop(permit);
-        });
+        };
+        self.tasks.spawn_on(task, &self.work);
     }
 
     /// Ends the connection: waits for in-flight requests where the transport allows it,

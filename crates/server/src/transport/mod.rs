@@ -3,4 +3,5 @@
 
 pub mod memory;
 pub mod stdio;
+pub mod threads;
 pub mod ws;

@@ -45,6 +45,7 @@ where
         parse_error_prefix: "failed to parse JSON-RPC message from exec-server stdio".into(),
         drain_on_end: true,
         keepalive: false,
+        work: None,
     };
     connection::run(reader, Box::pin(writer), state, info).await;
 }

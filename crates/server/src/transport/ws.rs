@@ -22,7 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::connection::{self, InFrame, OutFrame, TransportInfo};
+use crate::transport::threads::ConnectionThreads;
 use crate::ServerState;
+
+/// Most bytes one socket read takes. tungstenite zeroes this much of its input buffer before
+/// every read: at its default (128 KiB) that memset was 6-7 % of the server's CPU per small
+/// request; a big message just takes more reads.
+const READ_BUFFER: usize = 16 << 10;
 
 /// The HTTP routes: `/` (WebSocket upgrade) and `/readyz`.
 pub fn router(state: Arc<ServerState>) -> Router {
@@ -40,6 +46,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = router(state.clone());
+    let _ = state.work_runtime.set(tokio::runtime::Handle::current());
+    let threads = match state.config.connection_threads {
+        0 => None,
+        n => Some(ConnectionThreads::start(n)?),
+    };
     let pending = Arc::new(Semaphore::new(state.config.max_pending_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -65,29 +76,53 @@ pub async fn serve(
         }
         let router = router.clone();
         let timeout = state.config.header_read_timeout;
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    let mut router = router.clone();
-                    async move {
-                        use tower_service::Service;
-                        router.call(req).await
-                    }
-                },
-            );
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, %e, "http connection ended with an error");
+        let Some(threads) = &threads else {
+            tokio::spawn(serve_http(tcp, peer, router, timeout, permit));
+            continue;
+        };
+        // Moves the socket to a connection thread's runtime (its own epoll).
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, %e, "cannot hand the connection to a connection thread");
+                continue;
             }
-            // The upgraded socket (if any) lives on in its own task.
-            drop(permit);
+        };
+        threads.pick().spawn(async move {
+            match tokio::net::TcpStream::from_std(tcp) {
+                Ok(tcp) => serve_http(tcp, peer, router, timeout, permit).await,
+                Err(e) => tracing::warn!(%peer, %e, "connection thread cannot take the socket"),
+            }
         });
     }
+}
+
+/// Serves one HTTP connection: `/readyz`, or the upgrade and then the WebSocket connection.
+async fn serve_http(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    timeout: Duration,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move {
+            use tower_service::Service;
+            router.call(req).await
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(%peer, %e, "http connection ended with an error");
+    }
+    // The upgraded socket (if any) lives on in its own task.
+    drop(permit);
 }
 
 async fn upgrade(
@@ -130,6 +165,7 @@ async fn upgrade(
     let limit = state.config.max_message_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             run_socket(socket, state, peer).await;
             drop(slot);
@@ -169,6 +205,7 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
         ),
         drain_on_end: false,
         keepalive: true,
+        work: state.work_runtime.get().cloned(),
     };
     connection::run(reader, Box::pin(writer), state, info).await;
     tracing::debug!(%peer, "websocket disconnected");
