@@ -108,6 +108,17 @@ impl FsFixture {
     }
 }
 
+/// The text of an `fs/writeFile` request, built before the clock starts: the client's own
+/// JSON encoding of megabytes of base64 (a copy into a `Value`, then serde_json's escape scan)
+/// took longer than a fast server's whole write and is the same for every server.
+fn write_request(id: i64, path: &Path, data: &[u8]) -> String {
+    let path = serde_json::to_string(&uri(path)).unwrap_or_default();
+    let b64 = STANDARD.encode(data);
+    format!(
+        r#"{{"id":{id},"method":"fs/writeFile","params":{{"path":{path},"dataBase64":"{b64}"}}}}"#
+    )
+}
+
 fn uri(path: &Path) -> String {
     format!("file://{}", path.display())
 }
@@ -119,7 +130,7 @@ fn mib(bytes: u64) -> f64 {
 /// Decoded length of padded base64 text (exact for valid base64).
 fn base64_len(text: &str) -> Result<u64> {
     ensure!(
-        text.len() % 4 == 0,
+        text.len().is_multiple_of(4),
         "not padded base64 (length {})",
         text.len()
     );
@@ -243,10 +254,15 @@ pub(crate) async fn write_big(
 ) -> Result<Vec<(&'static str, f64)>> {
     let path = fixture.destination("write-64m.bin")?;
     let data = pattern(BIG_FILE as usize, 2);
-    let params = json!({"path": uri(&path), "dataBase64": STANDARD.encode(&data)});
     let mut client = Client::connect_initialized(&server.url).await?;
+    let id = client.reserve_id();
+    let text = write_request(id, &path, &data);
     let started = Instant::now();
-    let outcome = client.call("fs/writeFile", params).await;
+    let outcome = async {
+        client.send_text(text).await?;
+        client.wait_response(id).await
+    }
+    .await;
     let secs = started.elapsed().as_secs_f64();
     let result = outcome.context("64 MiB fs/writeFile failed").and_then(|_| {
         let written = std::fs::read(&path).context("reading the written file")?;
@@ -273,19 +289,17 @@ pub(crate) async fn write_concurrent(
         paths.push(fixture.destination(&format!("write-8m-{i}.bin"))?);
         payloads.push(pattern(WRITER_BYTES, 10 + i as u64));
     }
-    let encoded: Vec<String> = payloads.iter().map(|d| STANDARD.encode(d)).collect();
     let mut client = Client::connect_initialized(&server.url).await?;
-    let started = Instant::now();
     let mut ids = Vec::new();
-    for (path, b64) in paths.iter().zip(&encoded) {
-        ids.push(
-            client
-                .send_request(
-                    "fs/writeFile",
-                    json!({"path": uri(path), "dataBase64": b64}),
-                )
-                .await?,
-        );
+    let mut texts = Vec::new();
+    for (path, data) in paths.iter().zip(&payloads) {
+        let id = client.reserve_id();
+        ids.push(id);
+        texts.push(write_request(id, path, data));
+    }
+    let started = Instant::now();
+    for text in texts {
+        client.send_text(text).await?;
     }
     for (i, id) in ids.into_iter().enumerate() {
         client
@@ -343,7 +357,7 @@ async fn stream_blocks(client: &mut Client, path: &Path, in_flight: u64) -> Resu
             break;
         };
         let text = client.wait_raw(id).await?;
-        let (len, eof) = if blocks % 16 == 0 {
+        let (len, eof) = if blocks.is_multiple_of(16) {
             // Every 16th block is parsed, decoded and compared with the file.
             let reply = rpc::parse_reply(&text).context("fs/readBlock")?;
             let chunk = reply["chunk"].as_str().context("reply without chunk")?;

@@ -400,13 +400,12 @@ fn head_command(bytes: u64) -> String {
 /// Length in bytes of the base64 `chunk` field. The length is computed from the base64 text
 /// (exact for valid base64); every `VERIFY_EVERY`-th chunk is fully decoded and checked to be
 /// zeros (the streams read /dev/zero), so the client's decoding cost does not cap the figure.
-fn chunk_len(chunk: &Value, index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
+fn chunk_len(text: &str, index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
     const VERIFY_EVERY: u64 = 16;
-    let text = chunk.as_str().context("chunk is not a string")?;
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         bail!("chunk is not padded base64 (length {})", text.len());
     }
-    if index % VERIFY_EVERY == 0 {
+    if index.is_multiple_of(VERIFY_EVERY) {
         scratch.clear();
         STANDARD
             .decode_vec(text, scratch)
@@ -441,7 +440,10 @@ async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
         }
         match rpc::method(&notification) {
             "process/output" => {
-                received += chunk_len(&notification["params"]["chunk"], chunks, &mut scratch)?;
+                let chunk = notification["params"]["chunk"]
+                    .as_str()
+                    .context("chunk is not a string")?;
+                received += chunk_len(chunk, chunks, &mut scratch)?;
                 chunks += 1;
             }
             "process/closed" => break,
@@ -460,6 +462,37 @@ async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
         ("notify_mibs", mib(received) / secs),
         ("notify_lossless", lossless),
     ])
+}
+
+/// A `process/read` reply, borrowing from its text.
+#[derive(serde::Deserialize)]
+struct RawReply<'a> {
+    #[serde(borrow)]
+    result: Option<RawRead<'a>>,
+    error: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRead<'a> {
+    #[serde(borrow)]
+    chunks: Vec<RawChunk<'a>>,
+    next_seq: u64,
+    #[serde(default)]
+    closed: bool,
+    #[serde(default)]
+    gap: Option<RawGap>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawChunk<'a> {
+    seq: u64,
+    chunk: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct RawGap {
+    bytes: u64,
 }
 
 async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
@@ -482,31 +515,37 @@ async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
     let mut reported_gap_bytes = 0u64;
     let mut scratch = Vec::with_capacity(1 << 20);
     loop {
-        let reply = client
-            .call(
+        let id = client
+            .send_request_raw(
                 "process/read",
                 json!({"processId": id, "afterSeq": after_seq, "maxBytes": 4 << 20, "waitMs": 1000}),
             )
             .await?;
+        let text = client.wait_raw(id).await?;
+        // Borrowed strings: the client scans the megabytes of base64 once and copies nothing
+        // (a `serde_json::Value` copied every chunk and cost the bench more CPU than the
+        // server it measured).
+        let reply: RawReply = serde_json::from_str(&text).context("process/read reply")?;
+        let reply = match (reply.result, reply.error) {
+            (Some(result), None) => result,
+            (_, error) => bail!("process/read failed: {error:?}"),
+        };
         reads += 1;
         // Extension of our server: evicted output is reported as `gap` instead of skipped.
-        if let Some(gap) = reply.get("gap").filter(|g| g.is_object()) {
-            reported_gap_bytes += gap["bytes"].as_u64().unwrap_or(0);
+        if let Some(gap) = &reply.gap {
+            reported_gap_bytes += gap.bytes;
         }
-        let chunks = reply["chunks"].as_array().context("reply without chunks")?;
-        for chunk in chunks {
-            let seq = chunk["seq"].as_u64().context("chunk without seq")?;
+        for chunk in &reply.chunks {
+            let seq = chunk.seq;
             if seq <= last_chunk_seq {
                 bail!("chunk seq {seq} not after {last_chunk_seq}");
             }
             missing_seqs += seq - last_chunk_seq - 1;
             last_chunk_seq = seq;
-            received += chunk_len(&chunk["chunk"], seq, &mut scratch)?;
+            received += chunk_len(chunk.chunk, seq, &mut scratch)?;
         }
-        let next_seq = reply["nextSeq"].as_u64().context("reply without nextSeq")?;
-        after_seq = next_seq.saturating_sub(1).max(after_seq);
-        let closed = reply["closed"].as_bool().unwrap_or(false);
-        if closed && chunks.is_empty() {
+        after_seq = reply.next_seq.saturating_sub(1).max(after_seq);
+        if reply.closed && reply.chunks.is_empty() {
             break;
         }
     }

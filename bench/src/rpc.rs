@@ -84,6 +84,21 @@ impl Client {
         Ok(id)
     }
 
+    /// Takes the next request id, for a request text built ahead of time ([`Self::send_text`]).
+    pub(crate) fn reserve_id(&mut self) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends a request text built ahead of time with an id from [`Self::reserve_id`].
+    pub(crate) async fn send_text(&mut self, text: String) -> Result<()> {
+        self.ws
+            .send(Message::text(text))
+            .await
+            .context("sending a prepared request")
+    }
+
     /// Sends a notification.
     pub(crate) async fn notify(&mut self, method: &str, params: Value) -> Result<()> {
         let frame = json!({"method": method, "params": params});

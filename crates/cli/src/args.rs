@@ -50,6 +50,9 @@ pub(crate) enum Command {
     /// Print what an executor reports about itself (environmentInfo) as JSON.
     #[command(after_help = crate::cmd::info::EXAMPLES)]
     Info(crate::cmd::info::InfoArgs),
+    /// List the tools of a Streamable HTTP MCP server reached from an executor, or call one.
+    #[command(after_help = crate::cmd::mcp::EXAMPLES)]
+    Mcp(crate::cmd::mcp::McpArgs),
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod client_cli;
 mod engine;
 mod http;
 mod limits;
+mod mcp;
 mod observability;
 mod process;
 mod retention;

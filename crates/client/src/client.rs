@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     session_id: Mutex<String>,
     info: Mutex<EnvironmentInfo>,
     pub(crate) routes: Mutex<HashMap<String, Route>>,
-    http_routes: Mutex<HashMap<String, mpsc::UnboundedSender<http::BodyDeltaNotification>>>,
+    http_routes: Mutex<HashMap<String, mpsc::Sender<http::BodyDeltaNotification>>>,
     shutdown: CancellationToken,
 }
 
@@ -251,12 +251,13 @@ impl Client {
         format!("{prefix}-{short}-{n}")
     }
 
-    /// Registers a per-request route for `http/request/bodyDelta` notifications.
+    /// Registers a per-request route for `http/request/bodyDelta` notifications, holding at
+    /// most [`HTTP_ROUTE_DELTAS`] undelivered deltas.
     pub(crate) fn http_route(
         &self,
         request_id: &str,
-    ) -> mpsc::UnboundedReceiver<http::BodyDeltaNotification> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    ) -> mpsc::Receiver<http::BodyDeltaNotification> {
+        let (tx, rx) = mpsc::channel(HTTP_ROUTE_DELTAS);
         lock(&self.inner.http_routes).insert(request_id.to_string(), tx);
         rx
     }
@@ -265,6 +266,21 @@ impl Client {
     pub(crate) fn drop_http_route(&self, request_id: &str) {
         lock(&self.inner.http_routes).remove(request_id);
     }
+}
+
+/// Body deltas one streamed HTTP response may hold before its reader takes them (each at most
+/// 1 MiB of body, the server's cap). When they are all waiting, the connection's reader waits
+/// for the body's reader: back-pressure reaches the executor over TCP, and the executor stops
+/// reading the upstream body, so a fast server and a slow consumer never pile up memory here.
+/// The price: while a body is full, other messages of the connection wait too, so a body must
+/// be read or dropped.
+pub(crate) const HTTP_ROUTE_DELTAS: usize = 32;
+
+/// A body delta to hand to its route once the reader may wait.
+struct HttpDelivery {
+    request_id: String,
+    tx: mpsc::Sender<http::BodyDeltaNotification>,
+    delta: http::BodyDeltaNotification,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -494,45 +510,68 @@ impl Inner {
                 _ = self.shutdown.cancelled() => None,
             };
             let Some(msg) = msg else { break };
-            self.route(&conn, msg);
+            if let Some(d) = self.route(&conn, msg) {
+                // Back-pressure: wait until the body's reader has room (HTTP_ROUTE_DELTAS).
+                let done = d.delta.done;
+                if d.tx.capacity() == 0 {
+                    tracing::debug!(request_id = %d.request_id, "http body full: reader waits");
+                }
+                let sent = tokio::select! {
+                    r = d.tx.send(d.delta) => r.is_ok(),
+                    _ = conn.closed.cancelled() => break,
+                    _ = self.shutdown.cancelled() => break,
+                };
+                if !sent || done {
+                    let mut routes = lock(&self.http_routes);
+                    if routes
+                        .get(&d.request_id)
+                        .is_some_and(|tx| tx.same_channel(&d.tx))
+                    {
+                        routes.remove(&d.request_id);
+                    }
+                }
+            }
         }
         conn.closed.cancel();
         conn.pending().clear();
         drop(guard);
         // Streamed HTTP bodies belong to the connection: they end with it.
+        // A body's buffer may be full: its reader gets the error after what it holds (or the
+        // send fails at once when the body was dropped).
         let routes: Vec<_> = lock(&self.http_routes).drain().collect();
         for (request_id, tx) in routes {
-            let _ = tx.send(http::BodyDeltaNotification {
-                request_id,
-                seq: u64::MAX,
-                delta_base64: Default::default(),
-                done: true,
-                error: Some("the connection to the server was lost".into()),
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(http::BodyDeltaNotification {
+                        request_id,
+                        seq: u64::MAX,
+                        delta_base64: Default::default(),
+                        done: true,
+                        error: Some("the connection to the server was lost".into()),
+                    })
+                    .await;
             });
         }
     }
 
-    fn route(&self, conn: &Conn, msg: String) {
+    fn route(&self, conn: &Conn, msg: String) -> Option<HttpDelivery> {
         if let Some((id, range)) = fast_success(&msg) {
             if let Some(tx) = conn.pending().remove(&id) {
                 let _ = tx.send(Ok((msg, range)));
             }
-            return;
+            return None;
         }
         let env: Envelope<'_> = match serde_json::from_str(&msg) {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(%e, "undecodable message from the server");
-                return;
+                return None;
             }
         };
         if let Some(method) = env.method {
-            self.notification(&method, env.params);
-            return;
+            return self.notification(&method, env.params);
         }
-        let Some(id) = env.id.and_then(|n| n.as_i64()) else {
-            return;
-        };
+        let id = env.id.and_then(|n| n.as_i64())?;
         let reply = match (env.result, env.error) {
             (_, Some(e)) => Err(e),
             (Some(r), None) => {
@@ -540,20 +579,22 @@ impl Inner {
                 let len = text.len();
                 Ok((text, 0..len))
             }
-            (None, None) => return,
+            (None, None) => return None,
         };
         if id < 0 {
             if let Err(e) = &reply {
                 tracing::warn!(code = e.code, message = %e.message, "the server rejected a frame");
             }
-            return;
+            return None;
         }
         if let Some(tx) = conn.pending().remove(&id) {
             let _ = tx.send(reply);
         }
+        None
     }
 
-    fn notification(&self, method: &str, params: Option<&RawValue>) {
+    /// Handles a notification; a body delta is returned for the reader to deliver.
+    fn notification(&self, method: &str, params: Option<&RawValue>) -> Option<HttpDelivery> {
         use exec_server_protocol::Notification as _;
         let text = params.map(RawValue::get).unwrap_or("null");
         if method == process::Output::NAME {
@@ -562,7 +603,7 @@ impl Inner {
                     Ok(d) => Bytes::from(d),
                     Err(e) => {
                         tracing::warn!(%e, "bad base64 in process/output");
-                        return;
+                        return None;
                     }
                 };
                 self.offer(
@@ -592,16 +633,15 @@ impl Inner {
             }
         } else if method == http::BodyDelta::NAME {
             if let Ok(p) = serde_json::from_str::<http::BodyDeltaNotification>(text) {
-                let mut routes = lock(&self.http_routes);
-                if let Some(tx) = routes.get(&p.request_id) {
-                    let done = p.done;
-                    let id = p.request_id.clone();
-                    if tx.send(p).is_err() || done {
-                        routes.remove(&id);
-                    }
-                }
+                let tx = lock(&self.http_routes).get(&p.request_id).cloned()?;
+                return Some(HttpDelivery {
+                    request_id: p.request_id.clone(),
+                    tx,
+                    delta: p,
+                });
             }
         }
+        None
     }
 
     fn offer(&self, process_id: &str, seq: u64, event: ProcessEvent) {

@@ -1,6 +1,9 @@
 //! [`RemoteHttp`]: core's `HttpRunner` trait spoken over JSON-RPC. Requests are always sent with
 //! `streamResponse: true`, so the reply comes back with the headers and the body follows as
 //! `http/request/bodyDelta` notifications routed to this request's [`HttpBody`].
+//!
+//! A body holds at most 32 undelivered deltas; past that the connection waits for its reader
+//! (back-pressure to the executor), so read a body to its end or drop it.
 
 use bytes::Bytes;
 use exec_server_core::http::{HttpBody, HttpError, HttpRequest, HttpResponse, HttpRunner};
@@ -45,22 +48,31 @@ impl HttpRunner for RemoteHttp {
                 return Err(http_error(&url, e));
             }
         };
-        let body = futures::stream::unfold(deltas, |mut deltas| async move {
-            let d = deltas.recv().await?;
+        // `finished` is set by the terminal delta: a route that ends without one lost deltas.
+        let body = futures::stream::unfold((deltas, false), |(mut deltas, finished)| async move {
+            if finished {
+                return None;
+            }
+            let Some(d) = deltas.recv().await else {
+                let cause = ": the body ended without its terminal delta".to_string();
+                return Some((Err(HttpError::Body { cause }), (deltas, true)));
+            };
+            let done = d.done;
             let item = if let Some(err) = d.error {
                 Err(HttpError::Body {
                     cause: format!(": {err}"),
                 })
             } else {
                 match d.delta_base64.decode() {
-                    Ok(bytes) if bytes.is_empty() && d.done => return None,
+                    Ok(bytes) if bytes.is_empty() && done => return None,
                     Ok(bytes) => Ok(Bytes::from(bytes)),
                     Err(e) => Err(HttpError::Body {
                         cause: format!(": bad base64 in a body delta: {e}"),
                     }),
                 }
             };
-            Some((item, deltas))
+            let finished = done || item.is_err();
+            Some((item, (deltas, finished)))
         });
         let client = self.client.clone();
         let guard = RouteGuard { client, request_id };

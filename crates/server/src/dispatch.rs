@@ -97,7 +97,9 @@ pub(crate) fn prepare(
     let r = Route { params, id, ctx };
     match method {
         process::Start::NAME => r.call::<process::Start, _, _>("exec", proc::start),
-        process::Read::NAME => r.call::<process::Read, _, _>("exec", proc::read),
+        process::Read::NAME => {
+            r.call_encoded::<process::Read, _, _, _>("exec", proc::read, crate::encode::read_result)
+        }
         process::Write::NAME => r.call::<process::Write, _, _>("exec", proc::write),
         process::Signal::NAME => r.call::<process::Signal, _, _>("exec", proc::signal),
         process::Terminate::NAME => r.call::<process::Terminate, _, _>("exec", proc::terminate),

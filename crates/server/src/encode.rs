@@ -2,7 +2,7 @@
 //! place; file data replies (`fs/readBlock`, `fs/readFile`) assembled without running the
 //! megabytes of base64 through serde_json's string escaping (base64 needs none).
 
-use exec_server_core::process::{EventKind, ProcessEvent};
+use exec_server_core::process::{EventKind, ProcessEvent, ReadOutcome};
 use exec_server_protocol::bytes::encode_into;
 use exec_server_protocol::RequestId;
 
@@ -44,6 +44,56 @@ pub(crate) fn read_file_result(id: &RequestId, data: &Vec<u8>) -> String {
         s.push_str(r#""dataBase64":""#);
         encode_into(data, s);
         s.push('"');
+    })
+}
+
+/// The reply to `process/read`: the text `jsonrpc::encode_result` gives for the
+/// `ReadResult` of `r`, with each chunk's base64 written in place.
+pub(crate) fn read_result(id: &RequestId, r: &ReadOutcome) -> String {
+    use std::fmt::Write as _;
+    let data: usize = r
+        .log
+        .chunks
+        .iter()
+        .map(|(_, _, d)| base64_len(d) + 64)
+        .sum();
+    result_with(id, data + 160, |s| {
+        s.push_str(r#""chunks":["#);
+        for (i, (seq, stream, bytes)) in r.log.chunks.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(
+                s,
+                r#"{{"seq":{seq},"stream":"{}","chunk":""#,
+                stream.as_str()
+            );
+            encode_into(bytes, s);
+            s.push_str("\"}");
+        }
+        let _ = write!(
+            s,
+            r#"],"nextSeq":{},"exited":{},"exitCode":"#,
+            r.log.next_seq, r.exited
+        );
+        match r.exit_code {
+            Some(code) => {
+                let _ = write!(s, "{code}");
+            }
+            None => s.push_str("null"),
+        }
+        let _ = write!(
+            s,
+            r#","closed":{},"failure":null,"sandboxDenied":{}"#,
+            r.closed, r.sandbox_denied
+        );
+        if let Some(gap) = &r.log.gap {
+            let _ = write!(
+                s,
+                r#","gap":{{"fromSeq":{},"toSeq":{},"bytes":{}}}"#,
+                gap.from_seq, gap.to_seq, gap.bytes
+            );
+        }
     })
 }
 
@@ -131,6 +181,70 @@ mod tests {
                     read_file_result(id, &data.to_vec()),
                     encode_result(id, &typed)
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn read_replies_match_the_generic_encoder() {
+        use exec_server_core::process::LogRead;
+        use exec_server_protocol::bytes::Base64;
+        use exec_server_protocol::jsonrpc::encode_result;
+        use exec_server_protocol::process::{Gap, OutputChunk, ReadResult, Stream};
+        let chunk_sets: [Vec<(u64, Stream, bytes::Bytes)>; 3] = [
+            vec![],
+            vec![(4, Stream::Stdout, bytes::Bytes::from_static(b"\x00\xffhi"))],
+            vec![
+                (4, Stream::Stdout, bytes::Bytes::from_static(b"a")),
+                (5, Stream::Stderr, bytes::Bytes::from(vec![9u8; 1000])),
+                (7, Stream::Pty, bytes::Bytes::from_static(b"")),
+            ],
+        ];
+        let gaps = [
+            None,
+            Some(Gap {
+                from_seq: 1,
+                to_seq: 3,
+                bytes: 4096,
+            }),
+        ];
+        for id in [RequestId::from(7), RequestId::from("r\"1".to_string())] {
+            for chunks in &chunk_sets {
+                for gap in &gaps {
+                    for (exited, exit_code, closed, denied) in
+                        [(false, None, false, false), (true, Some(-1), true, true)]
+                    {
+                        let outcome = ReadOutcome {
+                            log: LogRead {
+                                chunks: chunks.clone(),
+                                next_seq: 8,
+                                gap: gap.clone(),
+                            },
+                            exited,
+                            exit_code,
+                            closed,
+                            sandbox_denied: denied,
+                        };
+                        let typed = ReadResult {
+                            chunks: chunks
+                                .iter()
+                                .map(|(seq, stream, data)| OutputChunk {
+                                    seq: *seq,
+                                    stream: *stream,
+                                    chunk: Base64::encode(data),
+                                })
+                                .collect(),
+                            next_seq: 8,
+                            exited,
+                            exit_code,
+                            closed,
+                            failure: None,
+                            sandbox_denied: denied,
+                            gap: gap.clone(),
+                        };
+                        assert_eq!(read_result(&id, &outcome), encode_result(&id, &typed));
+                    }
+                }
             }
         }
     }

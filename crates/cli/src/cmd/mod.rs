@@ -1,8 +1,9 @@
-//! Client commands: `run`, `shell`, `cp`, `info`. Each lives in its own file; this module holds
-//! what they share: the connection options and the dispatcher.
+//! Client commands: `run`, `shell`, `cp`, `info`, `mcp`. Each lives in its own file; this
+//! module holds what they share: the connection options and the dispatcher.
 
 pub(crate) mod cp;
 pub(crate) mod info;
+pub(crate) mod mcp;
 pub(crate) mod run;
 pub(crate) mod shell;
 mod terminal;
@@ -134,6 +135,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             info::info(args).await?;
             0
         }
+        Command::Mcp(args) => mcp::mcp(args).await?,
     };
     flush_and_exit(code)
 }

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | processes | [`ExecBackend`] / [`ExecProcess`] | [`LocalExec`] (core's `Session`) | [`RemoteExec`] |
 //! | filesystem | core's [`FileSystem`] | core's [`LocalFileSystem`] | [`RemoteFileSystem`] |
-//! | HTTP | core's [`HttpRunner`] | core's [`LocalHttpRunner`] | [`RemoteHttp`] |
+//! | HTTP | core's [`HttpRunner`] ([`EnvironmentHttp`] owned) | core's [`LocalHttpRunner`] | [`RemoteHttp`] |
 //!
 //! Code written against the traits runs unchanged against either; [`Environment`] bundles the
 //! three for one environment and [`crate::EnvironmentManager`] picks environments by id.
@@ -202,6 +202,15 @@ impl Environment {
             Environment::Remote(r) => AnyHttp::Remote(&r.http),
         }
     }
+
+    /// Its HTTP runner as an owned handle, for code that keeps it beyond a borrow (an MCP
+    /// transport's background tasks): direct from this machine or through the executor.
+    pub fn http_runner(&self) -> EnvironmentHttp {
+        match self {
+            Environment::Local(l) => EnvironmentHttp::Local(l.http.clone()),
+            Environment::Remote(r) => EnvironmentHttp::Remote(r.http.clone()),
+        }
+    }
 }
 
 /// The processes of either kind of environment.
@@ -383,6 +392,24 @@ impl HttpRunner for AnyHttp<'_> {
         match self {
             AnyHttp::Local(h) => h.send(request).await,
             AnyHttp::Remote(h) => h.send(request).await,
+        }
+    }
+}
+
+/// The HTTP runner of either kind of environment, owned; cheap to clone.
+#[derive(Debug, Clone)]
+pub enum EnvironmentHttp {
+    /// From this machine (reqwest).
+    Local(Arc<LocalHttpRunner>),
+    /// From the executor (`http/request`, streamed).
+    Remote(RemoteHttp),
+}
+
+impl HttpRunner for EnvironmentHttp {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        match self {
+            EnvironmentHttp::Local(h) => h.send(request).await,
+            EnvironmentHttp::Remote(h) => h.send(request).await,
         }
     }
 }

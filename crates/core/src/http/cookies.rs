@@ -7,10 +7,12 @@
 //! * cookies are host-only: what a host set is sent back to that host alone (so never to a
 //!   host outside the allowlist), and a later value replaces an earlier one;
 //! * the store is bounded ([`MAX_HOSTS`] hosts, [`MAX_VALUE_BYTES`] per value) and shared by
-//!   every request of the runner that owns it (one per process in the server).
+//!   every runner that shares it: [`AffinityCookies::process`] is the process's one store,
+//!   which every [`LocalHttpRunner::new`](super::LocalHttpRunner::new) uses (the server's
+//!   `http/request` and a client's direct HTTP alike).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Hosts remembered at most; past it, new hosts are not stored.
 pub const MAX_HOSTS: usize = 256;
@@ -41,6 +43,12 @@ pub struct AffinityCookies {
 }
 
 impl AffinityCookies {
+    /// The process-wide store (spec §6.4: one jar per process).
+    pub fn process() -> Arc<AffinityCookies> {
+        static STORE: OnceLock<Arc<AffinityCookies>> = OnceLock::new();
+        STORE.get_or_init(Arc::default).clone()
+    }
+
     /// The `Cookie` value to send to `url`, if the store has cookies for it.
     pub fn cookies_for(&self, url: &url::Url) -> Option<String> {
         let host = eligible_host(url)?;

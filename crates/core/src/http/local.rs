@@ -4,6 +4,7 @@
 //! keeps four clients: {follow, stop} × {decode gzip/zstd, raw}. They share nothing but the
 //! process's TLS provider; each keeps its own connection pool.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
@@ -29,12 +30,21 @@ pub struct LocalHttpRunner {
     follow_raw: Client,
     stop_decoded: Client,
     stop_raw: Client,
-    cookies: AffinityCookies,
+    cookies: Arc<AffinityCookies>,
 }
 
 impl LocalHttpRunner {
-    /// Builds the clients (loads the platform's root certificates and proxy settings).
+    /// Builds the clients (loads the platform's root certificates and proxy settings); the
+    /// affinity cookies are the process's store ([`AffinityCookies::process`]).
     pub fn new(config: HttpConfig) -> Result<Self, HttpError> {
+        Self::with_cookies(config, AffinityCookies::process())
+    }
+
+    /// Like [`LocalHttpRunner::new`], with its own affinity cookie store.
+    pub fn with_cookies(
+        config: HttpConfig,
+        cookies: Arc<AffinityCookies>,
+    ) -> Result<Self, HttpError> {
         install_crypto_provider();
         let build = |follow: bool, decode: bool| {
             let policy = if follow {
@@ -58,7 +68,7 @@ impl LocalHttpRunner {
             follow_raw: build(true, false)?,
             stop_decoded: build(false, true)?,
             stop_raw: build(false, false)?,
-            cookies: AffinityCookies::default(),
+            cookies,
             config,
         })
     }

@@ -111,12 +111,13 @@ async fn get(runner: &LocalHttpRunner, url: String) -> String {
 async fn affinity_cookies_are_kept_for_allowlisted_https_hosts_only() {
     let pki = pki();
     let addr = serve(pki.server.clone()).await;
-    let runner = LocalHttpRunner::new(HttpConfig {
+    // Its own store: the process's is exercised by the test below.
+    let config = HttpConfig {
         extra_root_certs_der: vec![pki.ca_der.clone()],
         resolve: vec![("chatgpt.com".into(), addr), ("example.com".into(), addr)],
         ..HttpConfig::default()
-    })
-    .expect("runner");
+    };
+    let runner = LocalHttpRunner::with_cookies(config, Default::default()).expect("runner");
     let port = addr.port();
     let chatgpt = |p: &str| format!("https://chatgpt.com:{port}{p}");
     let other = |p: &str| format!("https://example.com:{port}{p}");
@@ -137,6 +138,27 @@ async fn affinity_cookies_are_kept_for_allowlisted_https_hosts_only() {
     assert_eq!(get(&runner, other("/echo")).await, "");
     get(&runner, other("/set1")).await;
     assert_eq!(get(&runner, other("/echo")).await, "");
+}
+
+/// Spec §6.4: one store per process. Two runners built with `new` (the server's and a client's
+/// direct MCP transport, say) share it; a runner with its own store does not.
+#[tokio::test]
+async fn runners_share_the_process_cookie_store() {
+    let pki = pki();
+    let addr = serve(pki.server.clone()).await;
+    let host = "chatgpt.com";
+    let config = || HttpConfig {
+        extra_root_certs_der: vec![pki.ca_der.clone()],
+        resolve: vec![(host.into(), addr)],
+        ..HttpConfig::default()
+    };
+    let first = LocalHttpRunner::new(config()).expect("runner");
+    let second = LocalHttpRunner::new(config()).expect("runner");
+    let own = LocalHttpRunner::with_cookies(config(), Default::default()).expect("runner");
+    let url = |p: &str| format!("https://{host}:{}{p}", addr.port());
+    get(&first, url("/set1")).await;
+    assert_eq!(get(&second, url("/echo")).await, "__cflb=one; __cf_bm=b");
+    assert_eq!(get(&own, url("/echo")).await, "");
 }
 
 #[tokio::test]

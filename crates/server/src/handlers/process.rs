@@ -3,11 +3,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use exec_server_core::process::ReadOutcome;
 use exec_server_core::session::StartError;
-use exec_server_protocol::bytes::Base64;
 use exec_server_protocol::process::{
-    CloseStdinParams, OutputChunk, ReadParams, ReadResult, ResizeParams, SignalParams, StartParams,
-    StartResult, TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+    CloseStdinParams, ReadParams, ResizeParams, SignalParams, StartParams, StartResult,
+    TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use exec_server_protocol::{codes, Empty};
 
@@ -41,32 +41,15 @@ fn unknown(call: &Call, id: &str) -> RpcError {
     }
 }
 
-pub(crate) async fn read(call: Call, p: ReadParams) -> Result<ReadResult, RpcError> {
+/// `process/read`: the core's outcome, encoded by [`crate::encode::read_result`] (the base64 of
+/// megabytes of output is written straight into the reply).
+pub(crate) async fn read(call: Call, p: ReadParams) -> Result<ReadOutcome, RpcError> {
     let proc = call
         .session
         .process(&p.process_id)
         .ok_or_else(|| unknown(&call, &p.process_id))?;
     let wait = Duration::from_millis(p.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
-    let r = proc.read(p.after_seq.unwrap_or(0), p.max_bytes, wait).await;
-    Ok(ReadResult {
-        chunks: r
-            .log
-            .chunks
-            .iter()
-            .map(|(seq, stream, data)| OutputChunk {
-                seq: *seq,
-                stream: *stream,
-                chunk: Base64::encode(data),
-            })
-            .collect(),
-        next_seq: r.log.next_seq,
-        exited: r.exited,
-        exit_code: r.exit_code,
-        closed: r.closed,
-        failure: None,
-        sandbox_denied: r.sandbox_denied,
-        gap: r.log.gap,
-    })
+    Ok(proc.read(p.after_seq.unwrap_or(0), p.max_bytes, wait).await)
 }
 
 /// Takes the stdin ticket now (arrival order, with the queue reservation), writes when the
