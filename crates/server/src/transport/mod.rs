@@ -4,4 +4,5 @@
 pub mod memory;
 pub mod stdio;
 pub mod threads;
+pub mod whole_writes;
 pub mod ws;

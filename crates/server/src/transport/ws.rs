@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::connection::{self, InFrame, OutFrame, TransportInfo};
 use crate::transport::threads::ConnectionThreads;
+use crate::transport::whole_writes::WholeWrites;
 use crate::ServerState;
 
 /// Most bytes one socket read takes. tungstenite zeroes this much of its input buffer before
@@ -116,7 +117,7 @@ async fn serve_http(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+        .serve_connection(hyper_util::rt::TokioIo::new(WholeWrites::new(tcp)), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, %e, "http connection ended with an error");
