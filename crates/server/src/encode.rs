@@ -4,6 +4,7 @@
 
 use exec_server_core::process::{EventKind, ProcessEvent, ReadOutcome};
 use exec_server_protocol::bytes::encode_into;
+use exec_server_protocol::process::Stream;
 use exec_server_protocol::RequestId;
 
 /// `{"id":…,"result":{` + `fields` + `}}`.
@@ -47,6 +48,15 @@ pub(crate) fn read_file_result(id: &RequestId, data: &Vec<u8>) -> String {
     })
 }
 
+/// `"seq":…,"stream":…,"chunk":"…"`: the members of an output chunk, in a `process/read` reply
+/// and in a `process/output` notification alike.
+fn push_output(s: &mut String, seq: u64, stream: Stream, data: &[u8]) {
+    use std::fmt::Write as _;
+    let _ = write!(s, r#""seq":{seq},"stream":"{}","chunk":""#, stream.as_str());
+    encode_into(data, s);
+    s.push('"');
+}
+
 /// The reply to `process/read`: the text `jsonrpc::encode_result` gives for the
 /// `ReadResult` of `r`, with each chunk's base64 written in place.
 pub(crate) fn read_result(id: &RequestId, r: &ReadOutcome) -> String {
@@ -63,13 +73,9 @@ pub(crate) fn read_result(id: &RequestId, r: &ReadOutcome) -> String {
             if i > 0 {
                 s.push(',');
             }
-            let _ = write!(
-                s,
-                r#"{{"seq":{seq},"stream":"{}","chunk":""#,
-                stream.as_str()
-            );
-            encode_into(bytes, s);
-            s.push_str("\"}");
+            s.push('{');
+            push_output(s, *seq, *stream, bytes);
+            s.push('}');
         }
         let _ = write!(
             s,
@@ -99,21 +105,15 @@ pub(crate) fn read_result(id: &RequestId, r: &ReadOutcome) -> String {
 
 /// Encodes a process event as its notification.
 pub(crate) fn process_event(ev: &ProcessEvent) -> String {
-    use std::fmt::Write as _;
     let id = serde_json::to_string(ev.process_id.as_ref()).unwrap_or_else(|_| "\"\"".into());
     match &ev.event.kind {
         EventKind::Output { stream, data } => {
-            let mut s = String::with_capacity(96 + id.len() + data.len().div_ceil(3) * 4);
+            let mut s = String::with_capacity(96 + id.len() + base64_len(data));
             s.push_str(r#"{"method":"process/output","params":{"processId":"#);
             s.push_str(&id);
-            let _ = write!(
-                s,
-                r#","seq":{},"stream":"{}","chunk":""#,
-                ev.event.seq,
-                stream.as_str()
-            );
-            exec_server_protocol::bytes::encode_into(data, &mut s);
-            s.push_str("\"}}");
+            s.push(',');
+            push_output(&mut s, ev.event.seq, *stream, data);
+            s.push_str("}}");
             s
         }
         EventKind::Exited { code } => format!(
