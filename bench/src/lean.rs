@@ -79,6 +79,65 @@ impl LeanClient {
     }
 }
 
+impl LeanClient {
+    /// Sends a request and reads the reply's frames straight from the socket into `buf`
+    /// (resized to the reply's length): no frame assembly, no UTF-8 check, no parse, so the
+    /// clock around it measures the server delivering the bytes plus one copy from the kernel.
+    /// Reuse `buf` (its pages are then already mapped). Only for a connection that receives
+    /// nothing but this reply (no notifications in flight).
+    pub(crate) fn call_raw(&mut self, method: &str, params: &str, buf: &mut Vec<u8>) -> Result<()> {
+        use std::io::Read;
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = format!(r#"{{"id":{id},"method":"{method}","params":{params}}}"#);
+        self.ws.send(Message::text(text))?;
+        let sock = self.ws.get_mut();
+        let mut len = 0usize;
+        loop {
+            let mut head = [0u8; 2];
+            sock.read_exact(&mut head)
+                .context("reading a frame header")?;
+            let (fin, opcode) = (head[0] & 0x80 != 0, head[0] & 0x0f);
+            if head[1] & 0x80 != 0 {
+                bail!("server sent a masked frame");
+            }
+            let n = match head[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    sock.read_exact(&mut b)?;
+                    u64::from(u16::from_be_bytes(b))
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    sock.read_exact(&mut b)?;
+                    u64::from_be_bytes(b)
+                }
+                n => u64::from(n),
+            };
+            let n = usize::try_from(n).context("frame too large")?;
+            if opcode >= 0x8 {
+                // A control frame (a keepalive ping): skip its payload.
+                let mut skip = vec![0u8; n];
+                sock.read_exact(&mut skip)?;
+                if opcode == 0x8 {
+                    bail!("server closed the connection");
+                }
+                continue;
+            }
+            if buf.len() < len + n {
+                buf.resize(len + n, 0);
+            }
+            sock.read_exact(&mut buf[len..len + n])
+                .context("reading a frame payload")?;
+            len += n;
+            if fin {
+                buf.truncate(len);
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// `calls` sequential `environment/info` round trips after 100 warm-up calls, sorted.
 pub(crate) fn rpc_samples(url: &str, calls: usize) -> Result<Vec<Duration>> {
     let mut client = LeanClient::connect_initialized(url)?;

@@ -211,3 +211,61 @@ async fn deeply_nested_json_is_a_parse_error() {
     assert!(v["error"]["code"].as_i64().is_some(), "{v}");
     assert!(c.call("environment/info", json!({})).await["shell"].is_object());
 }
+
+#[tokio::test]
+async fn a_ping_is_answered_while_the_connection_is_idle() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.ws.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.ws.next().await {
+                Some(Ok(Message::Pong(p))) => return p,
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a pong within 5 s, with nothing else to send");
+    assert_eq!(&pong[..], b"are you there");
+    // The connection still serves requests after the pong.
+    assert!(c.call("environment/info", json!({})).await["shell"].is_object());
+}
+
+#[tokio::test]
+async fn a_large_file_reply_arrives_whole_between_other_messages() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let uri = format!("file://{}", path.display());
+    for _ in 0..2 {
+        let r = c.call("fs/readFile", json!({"path": uri})).await;
+        let got = crate::support::unb64(r["dataBase64"].as_str().expect("dataBase64"));
+        assert_eq!(got, data);
+        assert!(c.call("environment/info", json!({})).await["shell"].is_object());
+    }
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_with_a_close() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    c.ws.send(Message::Close(None)).await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = c.ws.next().await {
+            if let Ok(Message::Close(_)) = m {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the server answers within 5 s");
+    assert!(answered, "a close frame came back");
+}

@@ -12,6 +12,11 @@ pub fn encode_into(data: &[u8], out: &mut String) {
     base64_simd::STANDARD.encode_append(data, out);
 }
 
+/// Appends the standard padded base64 of `data` to the bytes in `out` (a writer's buffer).
+pub fn encode_into_vec(data: &[u8], out: &mut Vec<u8>) {
+    base64_simd::STANDARD.encode_append(data, out);
+}
+
 /// Bytes that travel as a standard base64 string.
 ///
 /// Decoding is lazy: the params keep the string, and the handler decodes it so that it can

@@ -170,16 +170,45 @@ impl std::error::Error for DecodeError {}
 
 /// Decodes one frame. Errors are answered with id `-1` and code `-32600` by the caller.
 pub fn decode(frame: &[u8]) -> Result<Incoming<'_>, DecodeError> {
-    let first = frame.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        // Valid JSON that is not an object gets a clear message; invalid JSON gets serde's.
-        return Err(match serde_json::from_slice::<IgnoredAny>(frame) {
-            Ok(_) => DecodeError("expected a JSON-RPC object".into()),
-            Err(e) => DecodeError(e.to_string()),
-        });
+    if let Some(e) = not_an_object(frame, || serde_json::from_slice::<IgnoredAny>(frame)) {
+        return Err(e);
     }
     let env: Envelope<'_> =
         serde_json::from_slice(frame).map_err(|e| DecodeError(e.to_string()))?;
+    classify(env)
+}
+
+/// [`decode`] for a frame already known to be UTF-8 (a WebSocket text frame, a stdio line):
+/// serde_json then skips its own UTF-8 checks of the strings (a whole pass over the megabytes
+/// of base64 in a write).
+pub fn decode_str(frame: &str) -> Result<Incoming<'_>, DecodeError> {
+    if let Some(e) = not_an_object(frame.as_bytes(), || {
+        serde_json::from_str::<IgnoredAny>(frame)
+    }) {
+        return Err(e);
+    }
+    let env: Envelope<'_> = serde_json::from_str(frame).map_err(|e| DecodeError(e.to_string()))?;
+    classify(env)
+}
+
+/// The error for a frame that does not start with `{`: valid JSON that is not an object gets
+/// a clear message, invalid JSON gets serde's.
+fn not_an_object(
+    frame: &[u8],
+    parse: impl FnOnce() -> Result<IgnoredAny, serde_json::Error>,
+) -> Option<DecodeError> {
+    let first = frame.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        return None;
+    }
+    Some(match parse() {
+        Ok(_) => DecodeError("expected a JSON-RPC object".into()),
+        Err(e) => DecodeError(e.to_string()),
+    })
+}
+
+/// What a decoded envelope is: request, notification or response.
+fn classify(env: Envelope<'_>) -> Result<Incoming<'_>, DecodeError> {
     let params = env.params.filter(|p| p.get() != "null");
     match (env.id, env.method) {
         (Some(id), Some(method)) => {
@@ -317,6 +346,26 @@ mod tests {
             r#"{"id":1,"method":"a","trace":"x"}"#,
         ] {
             assert!(decode(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn decode_str_gives_what_decode_gives() {
+        for text in [
+            r#"{"id":1,"method":"a","params":{"x":"y"}}"#,
+            r#"{"id":"s","method":"a","params":null,"trace":{"traceparent":"t"}}"#,
+            r#"{"method":"initialized"}"#,
+            r#"{"id":3,"result":{}}"#,
+            r#"{"id":null,"method":"a"}"#,
+            "[]",
+            "42",
+            "",
+            "{not json",
+            r#"{"id":1,"method":"a","params":{"x":"\u00e9\n"}}"#,
+        ] {
+            let bytes = format!("{:?}", decode(text.as_bytes()));
+            let str = format!("{:?}", decode_str(text));
+            assert_eq!(bytes, str, "{text}");
         }
     }
 

@@ -62,7 +62,7 @@ pub(crate) type Reply = BoxFuture<'static, Replied>;
 
 /// An encoded reply, and the signal to fire once it is queued if its handler asked for one.
 pub(crate) struct Replied {
-    pub(crate) text: String,
+    pub(crate) msg: OutMsg,
     pub(crate) queued: Option<oneshot::Sender<()>>,
 }
 
@@ -108,7 +108,7 @@ pub(crate) fn prepare(
         environment::Info::NAME => r.call_encoded::<environment::Info, _, _, _>(
             "environment info",
             env::info,
-            jsonrpc::encode_result::<Box<RawValue>>,
+            |id, info| OutMsg::Text(jsonrpc::encode_result::<Box<RawValue>>(id, &info)),
         ),
         environment::Status::NAME => {
             r.call::<environment::Status, _, _>("environment status", env::status)
@@ -175,21 +175,19 @@ impl Route<'_, '_> {
         F: FnOnce(Call, M::Params) -> Fut,
         Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
     {
-        self.call_encoded::<M, M::Result, F, Fut>(
-            family,
-            handler,
-            jsonrpc::encode_result::<M::Result>,
-        )
+        self.call_encoded::<M, M::Result, F, Fut>(family, handler, |id, result| {
+            OutMsg::Text(jsonrpc::encode_result(id, &result))
+        })
     }
 
     /// Like [`Route::call`], with the handler's outcome `R` turned into the success reply by
     /// `encode` (hand-written encoders for the replies that carry megabytes of base64; the
-    /// text is the same as `encode_result` of `M::Result` would give).
+    /// text is the same as `encode_result` of `M::Result` would give, see `crate::encode`).
     fn call_encoded<M, R, F, Fut>(
         self,
         family: &str,
         handler: F,
-        encode: fn(&RequestId, &R) -> String,
+        encode: fn(&RequestId, R) -> OutMsg,
     ) -> Result<Reply, ErrorObject>
     where
         M: Method,
@@ -227,12 +225,12 @@ impl Route<'_, '_> {
         let fut = handler(call, params);
         let id = self.id.clone();
         Ok(Box::pin(async move {
-            let text = match fut.await {
-                Ok(result) => encode(&id, &result),
-                Err(RpcError(e)) => jsonrpc::encode_error(&id, &e),
+            let msg = match fut.await {
+                Ok(result) => encode(&id, result),
+                Err(RpcError(e)) => OutMsg::Text(jsonrpc::encode_error(&id, &e)),
             };
             Replied {
-                text,
+                msg,
                 queued: on_reply.take(),
             }
         }))

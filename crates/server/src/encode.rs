@@ -7,6 +7,9 @@ use exec_server_protocol::bytes::encode_into;
 use exec_server_protocol::process::Stream;
 use exec_server_protocol::RequestId;
 
+use crate::base64_text::Base64Text;
+use crate::connection::OutMsg;
+
 /// `{"id":…,"result":{` + `fields` + `}}`.
 fn result_with(id: &RequestId, capacity: usize, fields: impl FnOnce(&mut String)) -> String {
     let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
@@ -20,32 +23,35 @@ fn result_with(id: &RequestId, capacity: usize, fields: impl FnOnce(&mut String)
 }
 
 fn base64_len(data: &[u8]) -> usize {
-    data.len().div_ceil(3) * 4
+    crate::base64_text::base64_len(data.len())
+}
+
+/// `{"id":…,"result":{` + `member` + `":"`: the head of a reply whose first member is a
+/// base64 string.
+fn base64_head(id: &RequestId, member: &str) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    format!(r#"{{"id":{id},"result":{{"{member}":""#)
 }
 
 /// The reply to `fs/readBlock` with `data` and `eof`: the text `jsonrpc::encode_result` gives
-/// for the `ReadBlockResult`, with the base64 written in place.
-pub(crate) fn read_block_result(id: &RequestId, (data, eof): &(Vec<u8>, bool)) -> String {
-    result_with(id, base64_len(data), |s| {
-        s.push_str(r#""chunk":""#);
-        encode_into(data, s);
-        s.push_str(if *eof {
-            r#"","eof":true"#
-        } else {
-            r#"","eof":false"#
-        });
-    })
+/// for the `ReadBlockResult`, its base64 encoded as it is written.
+pub(crate) fn read_block_result(id: &RequestId, (data, eof): (Vec<u8>, bool)) -> OutMsg {
+    let tail = if eof {
+        r#"","eof":true}}"#
+    } else {
+        r#"","eof":false}}"#
+    };
+    OutMsg::Base64(Base64Text::new(base64_head(id, "chunk"), data, tail))
 }
 
 /// The reply to `fs/readFile` with the file's `data`: the text `jsonrpc::encode_result` gives
-/// for the `ReadFileResult`, with the base64 written in place.
-#[allow(clippy::ptr_arg)] // its type is `fn(&RequestId, &R)` with `R` the handler's `Vec<u8>`
-pub(crate) fn read_file_result(id: &RequestId, data: &Vec<u8>) -> String {
-    result_with(id, base64_len(data), |s| {
-        s.push_str(r#""dataBase64":""#);
-        encode_into(data, s);
-        s.push('"');
-    })
+/// for the `ReadFileResult`, its base64 encoded as it is written.
+pub(crate) fn read_file_result(id: &RequestId, data: Vec<u8>) -> OutMsg {
+    OutMsg::Base64(Base64Text::new(
+        base64_head(id, "dataBase64"),
+        data,
+        r#""}}"#,
+    ))
 }
 
 /// `"seq":…,"stream":…,"chunk":"…"`: the members of an output chunk, in a `process/read` reply
@@ -59,7 +65,11 @@ fn push_output(s: &mut String, seq: u64, stream: Stream, data: &[u8]) {
 
 /// The reply to `process/read`: the text `jsonrpc::encode_result` gives for the
 /// `ReadResult` of `r`, with each chunk's base64 written in place.
-pub(crate) fn read_result(id: &RequestId, r: &ReadOutcome) -> String {
+pub(crate) fn read_result(id: &RequestId, r: ReadOutcome) -> OutMsg {
+    OutMsg::Text(read_result_text(id, &r))
+}
+
+fn read_result_text(id: &RequestId, r: &ReadOutcome) -> String {
     use std::fmt::Write as _;
     let data: usize = r
         .log
@@ -156,6 +166,14 @@ mod tests {
         assert_eq!(n.chunk.decode().unwrap(), b"\x00\xffhi");
     }
 
+    fn text(msg: OutMsg) -> String {
+        match msg {
+            OutMsg::Base64(b) => b.into_string(),
+            OutMsg::Text(t) => t,
+            OutMsg::Close(..) => panic!("a close"),
+        }
+    }
+
     #[test]
     fn file_replies_match_the_generic_encoder() {
         use exec_server_protocol::bytes::Base64;
@@ -170,7 +188,7 @@ mod tests {
                         eof,
                     };
                     assert_eq!(
-                        read_block_result(id, &(data.to_vec(), eof)),
+                        text(read_block_result(id, (data.to_vec(), eof))),
                         encode_result(id, &typed)
                     );
                 }
@@ -178,7 +196,7 @@ mod tests {
                     data_base64: Base64::encode(data),
                 };
                 assert_eq!(
-                    read_file_result(id, &data.to_vec()),
+                    text(read_file_result(id, data.to_vec())),
                     encode_result(id, &typed)
                 );
             }
@@ -242,7 +260,7 @@ mod tests {
                             sandbox_denied: denied,
                             gap: gap.clone(),
                         };
-                        assert_eq!(read_result(&id, &outcome), encode_result(&id, &typed));
+                        assert_eq!(read_result_text(&id, &outcome), encode_result(&id, &typed));
                     }
                 }
             }

@@ -8,6 +8,7 @@
 //! thin (decode, call core, encode); error codes are chosen in `rpc_error` only.
 
 pub mod auth;
+pub mod base64_text;
 pub mod config;
 pub mod connection;
 mod dispatch;

@@ -329,7 +329,11 @@ impl RequestScope {
         async move {
             let pending = pending;
             let reply: Replied = fut.await;
-            pending.complete(is_error_reply(&reply.text));
+            let is_error = match &reply.msg {
+                crate::connection::OutMsg::Text(t) => is_error_reply(t),
+                _ => false,
+            };
+            pending.complete(is_error);
             reply
         }
         .instrument(span)

@@ -24,6 +24,9 @@ use tokio_util::task::TaskTracker;
 
 use tracing::Instrument as _;
 
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::base64_text::Base64Text;
 use crate::dispatch::{self, Lifecycle};
 use crate::telemetry::RequestScope;
 use crate::ServerState;
@@ -31,8 +34,10 @@ use crate::ServerState;
 /// A whole message from a transport.
 #[derive(Debug)]
 pub enum InFrame {
-    /// One JSON-RPC message (text or binary frame, or one stdio line).
+    /// One JSON-RPC message as bytes (a binary frame): checked for UTF-8 while decoding.
     Message(bytes::Bytes),
+    /// One JSON-RPC message already known to be UTF-8 (a text frame, a stdio line).
+    Text(Utf8Bytes),
     /// A message over the size limit was refused by the transport.
     TooLarge,
     /// The peer showed it is alive without sending a message (e.g. a pong).
@@ -52,6 +57,8 @@ pub enum InFrame {
 pub enum OutFrame {
     /// One JSON-RPC message.
     Text(String),
+    /// One JSON-RPC message whose middle is base64, encoded as it is written.
+    Base64(Base64Text),
     /// A keepalive ping (WebSocket only; other transports ignore it).
     Ping,
     /// Close the connection with this code and reason (WebSocket close frame).
@@ -78,12 +85,16 @@ pub struct TransportInfo {
     /// on a connection thread and hand such work to the server's multi-thread runtime
     /// ([`crate::transport::threads`]).
     pub work: Option<tokio::runtime::Handle>,
+    /// Notified when the transport has bytes of its own to write (a WebSocket's replies to
+    /// the peer's pings): the writer then flushes its sink, which writes them.
+    pub transport_writes: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Messages to the writer besides process events.
 #[derive(Debug)]
 pub(crate) enum OutMsg {
     Text(String),
+    Base64(Base64Text),
     Close(u16, String),
 }
 
@@ -97,7 +108,13 @@ where
     let (out_tx, out_rx) = mpsc::channel::<OutMsg>(cfg.outbound_queue);
     let (ev_tx, ev_rx) = mpsc::channel::<ProcessEvent>(cfg.event_queue);
     let keepalive = info.keepalive.then_some(cfg.ping_interval);
-    let writer_task = tokio::spawn(writer::run(writer, out_rx, ev_rx, keepalive));
+    let writer_task = tokio::spawn(writer::run(
+        writer,
+        out_rx,
+        ev_rx,
+        keepalive,
+        info.transport_writes.clone(),
+    ));
     let _counted = crate::telemetry::connection_opened(&info.parse_error_prefix);
     let mut conn = Connection {
         id: state.connection_id(),
@@ -156,7 +173,12 @@ where
                 break true;
             }
             InFrame::Message(bytes) => {
-                if conn.on_message(&bytes).await.is_break() {
+                if conn.on_message(Frame::Bytes(&bytes)).await.is_break() {
+                    break true;
+                }
+            }
+            InFrame::Text(text) => {
+                if conn.on_message(Frame::Text(text.as_str())).await.is_break() {
                     break true;
                 }
             }
@@ -170,6 +192,12 @@ where
     conn.finish(closed_by_server).await;
     drop(conn);
     let _ = writer_task.await;
+}
+
+/// A message as it came: bytes to check for UTF-8, or text already checked.
+enum Frame<'a> {
+    Bytes(&'a [u8]),
+    Text(&'a str),
 }
 
 /// The reply of a finished request, or `-32603` if its handler panicked.
@@ -186,7 +214,10 @@ fn reply_or_panic(
                 "internal error: request handler panicked",
             ),
         );
-        dispatch::Replied { text, queued: None }
+        dispatch::Replied {
+            msg: OutMsg::Text(text),
+            queued: None,
+        }
     })
 }
 
@@ -222,10 +253,19 @@ impl Connection {
     }
 
     /// Handles one frame; `Break` closes the connection.
-    async fn on_message(&mut self, bytes: &[u8]) -> std::ops::ControlFlow<()> {
+    async fn on_message(&mut self, frame: Frame<'_>) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        crate::telemetry::message_received(bytes.len());
-        let msg = match jsonrpc::decode(bytes) {
+        let decoded = match frame {
+            Frame::Bytes(bytes) => {
+                crate::telemetry::message_received(bytes.len());
+                jsonrpc::decode(bytes)
+            }
+            Frame::Text(text) => {
+                crate::telemetry::message_received(text.len());
+                jsonrpc::decode_str(text)
+            }
+        };
+        let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
                 let text = format!("{}: {e}", self.info.parse_error_prefix);
@@ -369,7 +409,7 @@ impl Connection {
         if inline {
             if let Some(r) = (&mut run).now_or_never() {
                 let reply = reply_or_panic(&id, r);
-                let _ = self.out.send(OutMsg::Text(reply.text)).await;
+                let _ = self.out.send(reply.msg).await;
                 if let Some(queued) = reply.queued {
                     let _ = queued.send(());
                 }
@@ -384,7 +424,7 @@ impl Connection {
                 r = run => reply_or_panic(&id, r),
                 _ = cancel.cancelled() => return,
             };
-            let _ = out.send(OutMsg::Text(reply.text)).await;
+            let _ = out.send(reply.msg).await;
             if let Some(queued) = reply.queued {
                 let _ = queued.send(());
             }

@@ -1,10 +1,11 @@
 //! The writer task: replies and process events, coalesced into batches, flushed when idle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use exec_server_core::process::ProcessEvent;
 use futures::{Sink, SinkExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::{OutFrame, OutMsg};
 use crate::encode;
@@ -18,6 +19,7 @@ pub(super) async fn run<W>(
     mut out: mpsc::Receiver<OutMsg>,
     mut events: mpsc::Receiver<ProcessEvent>,
     keepalive: Option<Duration>,
+    transport_writes: Option<Arc<Notify>>,
 ) where
     W: Sink<OutFrame> + Unpin,
 {
@@ -35,12 +37,14 @@ pub(super) async fn run<W>(
                 None => { events_open = false; continue }
             },
             _ = ping.tick(), if keepalive.is_some() => Item::Ping,
+            _ = notified(&transport_writes), if transport_writes.is_some() => Item::TransportWrites,
         };
         let mut item = Some(first);
         let mut n = 0;
         while let Some(it) = item.take() {
             let frame = match it {
                 Item::Out(OutMsg::Text(t)) => OutFrame::Text(t),
+                Item::Out(OutMsg::Base64(b)) => OutFrame::Base64(b),
                 Item::Out(OutMsg::Close(code, reason)) => {
                     let _ = sink.send(OutFrame::Close { code, reason }).await;
                     let _ = sink.close().await;
@@ -51,9 +55,12 @@ pub(super) async fn run<W>(
                     OutFrame::Text(encode::process_event(&e))
                 }
                 Item::Ping => OutFrame::Ping,
+                Item::TransportWrites => continue,
             };
-            if let OutFrame::Text(t) = &frame {
-                crate::telemetry::message_sent(t.len());
+            match &frame {
+                OutFrame::Text(t) => crate::telemetry::message_sent(t.len()),
+                OutFrame::Base64(b) => crate::telemetry::message_sent(b.len()),
+                _ => {}
             }
             if sink.feed(frame).await.is_err() {
                 return;
@@ -77,4 +84,14 @@ enum Item {
     Out(OutMsg),
     Event(ProcessEvent),
     Ping,
+    /// The transport has bytes of its own to write (see [`super::TransportInfo`]): a flush
+    /// writes them.
+    TransportWrites,
+}
+
+async fn notified(n: &Option<Arc<Notify>>) {
+    match n {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }

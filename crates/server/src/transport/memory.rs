@@ -22,16 +22,26 @@ pub struct Peer {
 pub fn connect(state: Arc<ServerState>, cap: usize) -> Peer {
     let (in_tx, in_rx) = mpsc::channel(cap);
     let (out_tx, out_rx) = mpsc::channel(cap);
-    let writer = tokio_util::sync::PollSender::new(out_tx);
+    // The client end gets whole texts (a file reply's base64 encoded here).
+    let writer =
+        futures::SinkExt::with(tokio_util::sync::PollSender::new(out_tx), |f: OutFrame| {
+            futures::future::ready(Ok::<_, tokio_util::sync::PollSendError<OutFrame>>(
+                match f {
+                    OutFrame::Base64(b) => OutFrame::Text(b.into_string()),
+                    f => f,
+                },
+            ))
+        });
     let info = TransportInfo {
         parse_error_prefix: "failed to parse JSON-RPC message from exec-server memory".into(),
         drain_on_end: true,
         keepalive: false,
         work: None,
+        transport_writes: None,
     };
     tokio::spawn(connection::run(
         ReceiverStream::new(in_rx),
-        writer,
+        Box::pin(writer),
         state,
         info,
     ));

@@ -23,7 +23,7 @@ where
         .filter_map(|line| {
             futures::future::ready(match line {
                 Ok(l) if l.trim().is_empty() => None,
-                Ok(l) => Some(Some(InFrame::Message(bytes::Bytes::from(l)))),
+                Ok(l) => Some(Some(InFrame::Text(l.into()))),
                 Err(LinesCodecError::MaxLineLengthExceeded) => Some(Some(InFrame::TooLarge)),
                 Err(LinesCodecError::Io(e)) => {
                     tracing::debug!(%e, "stdin read failed");
@@ -37,6 +37,7 @@ where
     let writer = FramedWrite::new(output, LinesCodec::new()).with_flat_map(|f: OutFrame| {
         let items: Vec<Result<String, LinesCodecError>> = match f {
             OutFrame::Text(t) => vec![Ok(t)],
+            OutFrame::Base64(b) => vec![Ok(b.into_string())],
             OutFrame::Ping | OutFrame::Close { .. } => vec![],
         };
         futures::stream::iter(items)
@@ -46,6 +47,7 @@ where
         drain_on_end: true,
         keepalive: false,
         work: None,
+        transport_writes: None,
     };
     connection::run(reader, Box::pin(writer), state, info).await;
 }

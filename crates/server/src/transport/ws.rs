@@ -11,19 +11,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::connection::{self, InFrame, OutFrame, TransportInfo};
+use crate::connection::{self, InFrame, TransportInfo};
+use crate::transport::handshake;
 use crate::transport::threads::ConnectionThreads;
-use crate::transport::whole_writes::WholeWrites;
+use crate::transport::ws_frames::{Control, ControlIo, FrameSink};
 use crate::ServerState;
 
 /// Most bytes one socket read takes. tungstenite zeroes this much of its input buffer before
@@ -117,7 +120,7 @@ async fn serve_http(
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(WholeWrites::new(tcp)), svc)
+        .serve_connection(TokioIo::new(tcp), svc)
         .with_upgrades();
     if let Err(e) = conn.await {
         tracing::debug!(%peer, %e, "http connection ended with an error");
@@ -129,9 +132,9 @@ async fn serve_http(
 async fn upgrade(
     State(state): State<Arc<ServerState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    mut req: Request,
 ) -> Response {
+    let headers = req.headers();
     let host = headers
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok());
@@ -146,7 +149,7 @@ async fn upgrade(
         )
             .into_response();
     }
-    if let Err(reason) = state.config.auth.check(&headers, SystemTime::now()) {
+    if let Err(reason) = state.config.auth.check(headers, SystemTime::now()) {
         tracing::warn!(%peer, reason, "upgrade refused: authentication failed");
         return (
             StatusCode::UNAUTHORIZED,
@@ -155,31 +158,55 @@ async fn upgrade(
         )
             .into_response();
     }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+    let accept = match handshake::accept_key(req.method(), headers) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "connection is not upgradable").into_response();
     };
     let Ok(slot) = state.connections.clone().try_acquire_owned() else {
         tracing::warn!(%peer, "upgrade refused: too many connections");
         return (StatusCode::SERVICE_UNAVAILABLE, "too many connections").into_response();
     };
-    let limit = state.config.max_message_bytes;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(READ_BUFFER)
-        .on_upgrade(move |socket| async move {
-            run_socket(socket, state, peer).await;
-            drop(slot);
-        })
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run_socket(upgraded, state, peer).await,
+            Err(e) => tracing::debug!(%peer, %e, "websocket upgrade failed"),
+        }
+        drop(slot);
+    });
+    handshake::switching_protocols(accept)
 }
 
-async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr) {
+async fn run_socket(upgraded: hyper::upgrade::Upgraded, state: Arc<ServerState>, peer: SocketAddr) {
+    // Our own socket, back from hyper, with whatever the peer sent after its request.
+    let parts = match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::warn!(%peer, "upgraded connection is not a TCP stream");
+            return;
+        }
+    };
     tracing::debug!(%peer, "websocket connected");
-    let (sink, stream) = socket.split();
+    let (read, write) = parts.io.into_inner().into_split();
+    let control = Arc::new(Control::default());
+    let limit = state.config.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+        .read_buffer_size(READ_BUFFER);
+    let stream = tokio_tungstenite::WebSocketStream::from_partially_read(
+        ControlIo::new(read, control.clone()),
+        parts.read_buf.to_vec(),
+        Role::Server,
+        Some(config),
+    )
+    .await;
     let reader = stream
         .take_while(|m| futures::future::ready(!matches!(m, Ok(Message::Close(_)))))
         .map(move |m| match m {
-            Ok(Message::Text(t)) => Some(InFrame::Message(bytes::Bytes::from(t))),
+            Ok(Message::Text(t)) => Some(InFrame::Text(t)),
             Ok(Message::Binary(b)) => Some(InFrame::Message(b)),
             Ok(_) => Some(InFrame::Alive),
             Err(e) => {
@@ -190,16 +217,6 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
         .take_while(|f| futures::future::ready(f.is_some()))
         .filter_map(futures::future::ready)
         .boxed();
-    let writer = sink.with(|f: OutFrame| {
-        futures::future::ready(Ok::<_, axum::Error>(match f {
-            OutFrame::Text(t) => Message::Text(t.into()),
-            OutFrame::Ping => Message::Ping(bytes::Bytes::new()),
-            OutFrame::Close { code, reason } => Message::Close(Some(CloseFrame {
-                code,
-                reason: reason.into(),
-            })),
-        }))
-    });
     let info = TransportInfo {
         parse_error_prefix: format!(
             "failed to parse websocket JSON-RPC message from exec-server websocket {peer}"
@@ -207,31 +224,26 @@ async fn run_socket(socket: WebSocket, state: Arc<ServerState>, peer: SocketAddr
         drain_on_end: false,
         keepalive: true,
         work: state.work_runtime.get().cloned(),
+        transport_writes: Some(control.wake.clone()),
     };
+    let writer = FrameSink::new(write, control);
     connection::run(reader, Box::pin(writer), state, info).await;
     tracing::debug!(%peer, "websocket disconnected");
 }
 
 /// What a read error means for the peer: too big (1009), bad UTF-8 (1007), a protocol
 /// violation (1002), or a broken connection (no close frame possible).
-fn classify_error(e: &axum::Error) -> Option<InFrame> {
-    let text = e.to_string();
-    if text.contains("Space limit exceeded")
-        || text.contains("too long")
-        || text.contains("too big")
-    {
-        Some(InFrame::TooLarge)
-    } else if text.contains("UTF-8") || text.contains("utf-8") {
-        Some(InFrame::Violation {
+fn classify_error(e: &WsError) -> Option<InFrame> {
+    match e {
+        WsError::Capacity(_) => Some(InFrame::TooLarge),
+        WsError::Utf8(_) => Some(InFrame::Violation {
             code: 1007,
             reason: "invalid UTF-8 in a text frame",
-        })
-    } else if text.contains("protocol error") {
-        Some(InFrame::Violation {
+        }),
+        WsError::Protocol(_) => Some(InFrame::Violation {
             code: 1002,
             reason: "websocket protocol error",
-        })
-    } else {
-        None
+        }),
+        _ => None,
     }
 }
