@@ -136,6 +136,21 @@ impl Policy {
     pub fn restricts_filesystem(&self) -> bool {
         self.filesystem.is_some()
     }
+
+    /// Whether the policy lets every path be read: `/` is readable and nothing is denied.
+    /// A read-only operation then needs no sandbox (spec §5.13: upstream runs such reads
+    /// in-process too).
+    pub fn reads_everything(&self) -> bool {
+        match &self.filesystem {
+            None => true,
+            Some(rules) => {
+                rules
+                    .iter()
+                    .any(|r| r.path == Path::new("/") && r.access != RuleAccess::Deny)
+                    && rules.iter().all(|r| r.access != RuleAccess::Deny)
+            }
+        }
+    }
 }
 
 struct Resolver {
@@ -274,6 +289,35 @@ mod tests {
             "cwd": PathUri::from_path(cwd).unwrap().as_str(),
             "windowsSandboxLevel": "disabled"
         })
+    }
+
+    #[test]
+    fn reads_everything_only_with_a_readable_root_and_no_denial() {
+        let d = tempfile::tempdir().unwrap();
+        let p = Policy::from_context(&ctx(read_only(d.path())), None)
+            .unwrap()
+            .unwrap();
+        assert!(p.restricts_filesystem());
+        assert!(p.reads_everything());
+        let rule = |path: &str, access| Rule {
+            path: PathBuf::from(path),
+            access,
+        };
+        let with = |rules: Vec<Rule>| Policy {
+            filesystem: Some(rules),
+            ..p.clone()
+        };
+        assert!(!with(vec![
+            rule("/", RuleAccess::Read),
+            rule("/secret", RuleAccess::Deny)
+        ])
+        .reads_everything());
+        assert!(!with(vec![rule("/home", RuleAccess::Write)]).reads_everything());
+        assert!(with(vec![
+            rule("/", RuleAccess::Read),
+            rule("/w", RuleAccess::Write)
+        ])
+        .reads_everything());
     }
 
     #[test]

@@ -132,8 +132,18 @@ impl HandleTable {
             return Err(FsError::ReadBlockLength);
         }
         let file = self.get(id)?;
+        // What the page cache holds is copied right here, without a hop to a blocking
+        // thread and back (most of a 1 MiB block's round trip when the file is cached).
+        let mut buf = Vec::with_capacity(len);
+        if read_cached(&file, offset, len, &mut buf) {
+            return Ok(buf);
+        }
         let reader = Arc::clone(&file);
-        match blocking(move || Ok(read_at_most(&reader, offset, len)?)).await {
+        let rest = move || {
+            read_rest(&reader, offset, len, &mut buf)?;
+            Ok(buf)
+        };
+        match blocking(rest).await {
             Ok(data) => Ok(data),
             Err(e) => {
                 self.forget(id, &file);
@@ -196,19 +206,70 @@ pub fn open_for_handle(path: &Path, mode: OpenMode) -> Result<File, FsError> {
     }
 }
 
-fn read_at_most(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+/// Reads `[offset, offset + len)` into `buf` (which holds the block's first bytes, if any)
+/// until it is full or the file ends.
+fn read_rest(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match pread_into_spare(file, buf, len - buf.len(), at, 0) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(())
+}
+
+/// Reads as much of the block as the page cache holds without waiting for the disk
+/// (`RWF_NOWAIT`); `true` when the block is complete (full, or the file ended). What was read
+/// stays in `buf` for [`read_rest`].
+fn read_cached(file: &File, offset: u64, len: usize, buf: &mut Vec<u8>) -> bool {
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match pread_into_spare(file, buf, len - buf.len(), at, libc::RWF_NOWAIT) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            // EAGAIN (not cached), EOPNOTSUPP (not a regular file), or a real error that the
+            // blocking read will report.
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// `preadv2(2)` with `flags` of at most `max` bytes at `offset` into `buf`'s spare capacity,
+/// extending `buf` by what was read. Reading into uninitialized memory saves zeroing each
+/// block first (`vec![0; len]`: 6 % of the server's CPU when streaming 1 MiB blocks).
+#[allow(unsafe_code)]
+fn pread_into_spare(
+    file: &File,
+    buf: &mut Vec<u8>,
+    max: usize,
+    offset: u64,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let max = max.min(spare.len());
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: max,
+    };
+    // SAFETY: the kernel writes at most `max` bytes into `spare`, which has room for them
+    // (uninitialized memory is a valid target for a write); `n` bytes are initialized after a
+    // successful read, so the length may grow by `n` (n <= max <= spare capacity).
+    unsafe {
+        let n = libc::preadv2(file.as_raw_fd(), &iov, 1, offset, flags);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        buf.set_len(buf.len() + n);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -240,6 +301,28 @@ mod tests {
             t.read_block("h", 0, 1).await,
             Err(FsError::UnknownHandle(_))
         ));
+    }
+
+    #[test]
+    fn a_block_started_from_the_cache_is_finished_by_the_blocking_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = File::open(&p).unwrap();
+        // The first bytes came from the cache; the rest is read where they stopped.
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(&data[100..110]);
+        read_rest(&f, 100, 1 << 20, &mut buf).unwrap();
+        assert_eq!(buf, &data[100..100 + (1 << 20)]);
+        // Both paths stop at the end of the file.
+        let mut cached = Vec::with_capacity(1 << 20);
+        if read_cached(&f, 2_500_000, 1 << 20, &mut cached) {
+            assert_eq!(cached, &data[2_500_000..]);
+        }
+        let mut rest = Vec::with_capacity(1 << 20);
+        read_rest(&f, 2_500_000, 1 << 20, &mut rest).unwrap();
+        assert_eq!(rest, &data[2_500_000..]);
     }
 
     #[tokio::test]

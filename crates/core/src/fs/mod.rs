@@ -217,7 +217,33 @@ async fn run<T>(
 where
     T: Send + 'static,
 {
-    match sandboxed::confinement(sandbox)? {
+    in_place_or_helper(sandboxed::confinement(sandbox)?, request, decode, op).await
+}
+
+/// [`run`] for an operation that only reads: in-process also when the policy lets every path
+/// be read (a helper costs a few milliseconds: fork, namespaces, Landlock).
+async fn run_read<T>(
+    sandbox: Option<&SandboxContext>,
+    request: impl FnOnce() -> sandboxed::Request,
+    decode: impl FnOnce(sandboxed::Response) -> Result<T, FsError>,
+    op: impl FnOnce() -> Result<T, FsError> + Send + 'static,
+) -> Result<T, FsError>
+where
+    T: Send + 'static,
+{
+    in_place_or_helper(sandboxed::read_confinement(sandbox)?, request, decode, op).await
+}
+
+async fn in_place_or_helper<T>(
+    confinement: Option<sandboxed::Confinement>,
+    request: impl FnOnce() -> sandboxed::Request,
+    decode: impl FnOnce(sandboxed::Response) -> Result<T, FsError>,
+    op: impl FnOnce() -> Result<T, FsError> + Send + 'static,
+) -> Result<T, FsError>
+where
+    T: Send + 'static,
+{
+    match confinement {
         None => blocking(op).await,
         Some(policy) => decode(sandboxed::run_in_helper(policy, request()).await?),
     }
@@ -236,7 +262,7 @@ impl FileSystem for LocalFileSystem {
             opts,
             limit,
         };
-        run(sandbox, req, sandboxed::Response::into_bytes, {
+        run_read(sandbox, req, sandboxed::Response::into_bytes, {
             let p = path.to_path_buf();
             move || read_file(&p, opts.follow_symlinks, limit)
         })
@@ -294,7 +320,7 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::GetMetadata { path: p, opts }
         };
-        run(
+        run_read(
             sandbox,
             req,
             sandboxed::Response::into_metadata,
@@ -313,7 +339,7 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::Canonicalize { path: p }
         };
-        run(sandbox, req, sandboxed::Response::into_path, move || {
+        run_read(sandbox, req, sandboxed::Response::into_path, move || {
             canonicalize(&p)
         })
         .await
@@ -329,7 +355,7 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::ReadDirectory { path: p }
         };
-        run(sandbox, req, sandboxed::Response::into_entries, move || {
+        run_read(sandbox, req, sandboxed::Response::into_entries, move || {
             read_directory(&p)
         })
         .await
@@ -346,7 +372,7 @@ impl FileSystem for LocalFileSystem {
             let (p, opts) = (p.clone(), opts.clone());
             move || sandboxed::Request::Walk { path: p, opts }
         };
-        run(sandbox, req, sandboxed::Response::into_walk, move || {
+        run_read(sandbox, req, sandboxed::Response::into_walk, move || {
             walk(&p, &opts)
         })
         .await
@@ -402,7 +428,11 @@ impl HandleTable {
         mode: exec_server_protocol::fs::OpenMode,
         sandbox: Option<&SandboxContext>,
     ) -> Result<(), FsError> {
-        match sandboxed::confinement(sandbox)? {
+        let confinement = match mode {
+            exec_server_protocol::fs::OpenMode::Read => sandboxed::read_confinement(sandbox)?,
+            exec_server_protocol::fs::OpenMode::Replace => sandboxed::confinement(sandbox)?,
+        };
+        match confinement {
             None => self.open(id, path, mode).await,
             Some(policy) => {
                 let reservation = self.reserve(id)?;

@@ -63,6 +63,12 @@ pub fn confinement(sandbox: Option<&SandboxContext>) -> Result<Option<Confinemen
     }
 }
 
+/// Like [`confinement`], for an operation that only reads: a policy that lets every path be
+/// read (`/` readable, nothing denied) needs no helper for it.
+pub fn read_confinement(sandbox: Option<&SandboxContext>) -> Result<Option<Confinement>, FsError> {
+    Ok(confinement(sandbox)?.filter(|c| !c.policy.reads_everything()))
+}
+
 /// Runs the sandbox helpers when this process was started as one: call it first thing in
 /// `main`, and exit with the returned status when it is `Some`.
 pub fn maybe_run_helper() -> Option<i32> {
