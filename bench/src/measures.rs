@@ -434,15 +434,15 @@ async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
     let mut chunks = 0u64;
     let mut scratch = Vec::with_capacity(64 << 10);
     loop {
-        let notification = client.next_notification().await?;
-        if rpc::process_id(&notification) != id {
+        let text = client.next_notification_raw().await?;
+        // Borrowed strings: the base64 is scanned once and not copied.
+        let note: RawNote = serde_json::from_str(&text).context("notification")?;
+        if note.params.process_id != id {
             continue;
         }
-        match rpc::method(&notification) {
+        match note.method {
             "process/output" => {
-                let chunk = notification["params"]["chunk"]
-                    .as_str()
-                    .context("chunk is not a string")?;
+                let chunk = note.params.chunk.context("process/output without chunk")?;
                 received += chunk_len(chunk, chunks, &mut scratch)?;
                 chunks += 1;
             }
@@ -462,6 +462,21 @@ async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
         ("notify_mibs", mib(received) / secs),
         ("notify_lossless", lossless),
     ])
+}
+
+/// A process notification, borrowing from its text.
+#[derive(serde::Deserialize)]
+struct RawNote<'a> {
+    method: &'a str,
+    #[serde(borrow)]
+    params: RawNoteParams<'a>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawNoteParams<'a> {
+    process_id: &'a str,
+    chunk: Option<&'a str>,
 }
 
 /// A `process/read` reply, borrowing from its text.

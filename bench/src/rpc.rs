@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Largest WebSocket message the bench accepts (a `process/read` reply can be big).
@@ -26,12 +26,14 @@ pub(crate) struct Client {
     notifications: VecDeque<Value>,
     responses: HashMap<i64, Result<Value, String>>,
     /// Replies kept as received text (see `wait_raw`).
-    raw_responses: HashMap<i64, String>,
+    raw_responses: HashMap<i64, Utf8Bytes>,
     /// Ids whose replies `wait_raw` will want as text.
     raw_wanted: std::collections::HashSet<i64>,
     /// When set, `process/output` notifications are dropped unparsed (used while draining
     /// output with `process/read`, where the pushed copies are just noise).
     drop_output_notifications: bool,
+    /// When set, notifications are kept as received text (see `next_notification_raw`).
+    raw_notifications: Option<VecDeque<Utf8Bytes>>,
 }
 
 impl Client {
@@ -51,6 +53,7 @@ impl Client {
             raw_responses: HashMap::new(),
             raw_wanted: std::collections::HashSet::new(),
             drop_output_notifications: false,
+            raw_notifications: None,
         })
     }
 
@@ -137,7 +140,7 @@ impl Client {
     /// unparsed, so that a measurement can stop its clock before the client-side JSON scan
     /// of a multi-megabyte reply (the same for every server, it would only compress ratios).
     /// Parse it with [`parse_reply`].
-    pub(crate) async fn wait_raw(&mut self, id: i64) -> Result<String> {
+    pub(crate) async fn wait_raw(&mut self, id: i64) -> Result<Utf8Bytes> {
         loop {
             if let Some(text) = self.raw_responses.remove(&id) {
                 self.raw_wanted.remove(&id);
@@ -147,7 +150,11 @@ impl Client {
             if let Some(response) = self.responses.remove(&id) {
                 self.raw_wanted.remove(&id);
                 return response
-                    .map(|result| serde_json::json!({"id": id, "result": result}).to_string())
+                    .map(|result| {
+                        serde_json::json!({"id": id, "result": result})
+                            .to_string()
+                            .into()
+                    })
                     .map_err(|e| anyhow!(e));
             }
             self.pump().await?;
@@ -155,6 +162,27 @@ impl Client {
     }
 
     /// Returns the next server notification (queued or freshly read).
+    /// Returns the next notification as received text, unparsed (the caller parses it with
+    /// borrowed strings: a `Value` copies every chunk's base64, which cost the client more
+    /// than a fast server spends producing it). From the first call on, notifications are
+    /// only delivered this way.
+    pub(crate) async fn next_notification_raw(&mut self) -> Result<Utf8Bytes> {
+        let queue = self.raw_notifications.get_or_insert_with(VecDeque::new);
+        if let Some(text) = queue.pop_front() {
+            return Ok(text);
+        }
+        loop {
+            self.pump().await?;
+            if let Some(text) = self
+                .raw_notifications
+                .as_mut()
+                .and_then(VecDeque::pop_front)
+            {
+                return Ok(text);
+            }
+        }
+    }
+
     pub(crate) async fn next_notification(&mut self) -> Result<Value> {
         loop {
             if let Some(notification) = self.notifications.pop_front() {
@@ -173,7 +201,23 @@ impl Client {
                 None => bail!("connection closed by server"),
             };
             match message {
-                Message::Text(text) => return self.file(text.as_str()),
+                Message::Text(text) => {
+                    // Kept as received (no copy) when wanted raw.
+                    if let Some(id) =
+                        reply_id(text.as_str()).filter(|id| self.raw_wanted.contains(id))
+                    {
+                        self.raw_responses.insert(id, text);
+                        return Ok(());
+                    }
+                    if let Some(queue) = &mut self.raw_notifications {
+                        let head = &text.as_bytes()[..text.len().min(96)];
+                        if contains(head, b"\"method\"") && !contains(head, b"\"id\"") {
+                            queue.push_back(text);
+                            return Ok(());
+                        }
+                    }
+                    return self.file(text.as_str());
+                }
                 Message::Binary(bytes) => {
                     let text = std::str::from_utf8(&bytes).context("binary frame not UTF-8")?;
                     return self.file(text);
@@ -187,7 +231,7 @@ impl Client {
     fn file(&mut self, text: &str) -> Result<()> {
         if !self.raw_wanted.is_empty() {
             if let Some(id) = reply_id(text).filter(|id| self.raw_wanted.contains(id)) {
-                self.raw_responses.insert(id, text.to_string());
+                self.raw_responses.insert(id, text.to_string().into());
                 return Ok(());
             }
         }

@@ -120,3 +120,34 @@ async fn error_codes_and_lifecycle() {
     );
     assert_eq!(c.error_code("environment/info", json!([])).await, -32602);
 }
+
+/// Writes big enough to be decoded off the reader keep the order of error precedence (params,
+/// then lifecycle) and run concurrently with the requests after them.
+#[tokio::test]
+async fn big_writes_are_decoded_off_the_reader_with_the_same_errors() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    let uri = format!("file://{}", path.display());
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let mut c = server.connect().await;
+    // Invalid params win over the missing initialize, as for small requests.
+    let bad = json!({"path": uri, "dataBase64": b64(&data), "followSymlinks": "yes"});
+    assert_eq!(c.error_code("fs/writeFile", bad).await, -32602);
+    let good = json!({"path": uri, "dataBase64": b64(&data)});
+    assert_eq!(c.error_code("fs/writeFile", good.clone()).await, -32600);
+    assert!(!path.exists());
+    c.handshake(None).await;
+    // Several at once, with small requests between them: all answered.
+    for i in 0..4 {
+        c.send(json!({"id": 100 + i, "method": "fs/writeFile", "params": good}))
+            .await;
+        c.send(json!({"id": 200 + i, "method": "environment/info"}))
+            .await;
+    }
+    for i in 0..4 {
+        assert!(c.response(200 + i).await["result"]["shell"].is_object());
+        assert!(c.response(100 + i).await["result"].is_object());
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), data);
+}

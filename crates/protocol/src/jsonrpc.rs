@@ -237,7 +237,11 @@ fn classify(env: Envelope<'_>) -> Result<Incoming<'_>, DecodeError> {
 /// Decodes a method's params. Absent params decode like `null`; if decoding fails and the
 /// params were exactly `{}`, decoding is retried as `null` (so unit params accept `{}`).
 pub fn decode_params<P: DeserializeOwned>(raw: Option<&RawValue>) -> Result<P, String> {
-    let text = raw.map(RawValue::get).unwrap_or("null");
+    decode_params_text(raw.map(RawValue::get).unwrap_or("null"))
+}
+
+/// [`decode_params`] of the params' JSON text.
+pub fn decode_params_text<P: DeserializeOwned>(text: &str) -> Result<P, String> {
     match serde_json::from_str::<P>(text) {
         Ok(p) => Ok(p),
         Err(e) => {

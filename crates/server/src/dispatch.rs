@@ -30,6 +30,10 @@ pub(crate) enum Lifecycle {
     Ready(Arc<Session>),
 }
 
+/// Params at least this long, of a method that allows it, are decoded on the worker pool
+/// ([`Route::call_deferred`]).
+pub(crate) const DEFER_PARAMS_BYTES: usize = 256 << 10;
+
 /// What the reader lends to `prepare`.
 pub(crate) struct Ctx<'a> {
     pub(crate) lifecycle: &'a Lifecycle,
@@ -38,6 +42,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) http: &'a Arc<handlers::http::Streams>,
     pub(crate) watches: &'a Arc<MissingWatches>,
     pub(crate) out: &'a mpsc::Sender<OutMsg>,
+    /// The text frame the request came in (its params are a slice of it), if it was one.
+    pub(crate) frame: Option<&'a crate::connection::Utf8Bytes>,
 }
 
 /// What a handler gets: the session and the connection's resources.
@@ -119,7 +125,7 @@ pub(crate) fn prepare(
             crate::encode::read_file_result,
         ),
         fs::WriteFile::NAME => {
-            r.call::<fs::WriteFile, _, _>("filesystem", |_, p| hfs::write_file(p))
+            r.call_deferred::<fs::WriteFile, _, _>("filesystem", |_, p| hfs::write_file(p))
         }
         fs::CreateDirectory::NAME => {
             r.call::<fs::CreateDirectory, _, _>("filesystem", |_, p| hfs::create_directory(p))
@@ -144,9 +150,10 @@ pub(crate) fn prepare(
             |c, p| async move { hfs::read_block(&c.handles, p).await },
             crate::encode::read_block_result,
         ),
-        fs::WriteBlock::NAME => r.call::<fs::WriteBlock, _, _>("filesystem", |c, p| async move {
-            hfs::write_block(&c.handles, p).await
-        }),
+        fs::WriteBlock::NAME => r
+            .call_deferred::<fs::WriteBlock, _, _>("filesystem", |c, p| async move {
+                hfs::write_block(&c.handles, p).await
+            }),
         fs::Close::NAME => r.call::<fs::Close, _, _>("filesystem", |c, p| async move {
             hfs::close(&c.handles, p).await
         }),
@@ -180,6 +187,84 @@ impl Route<'_, '_> {
         })
     }
 
+    /// Like [`Route::call`] for a method whose params may carry megabytes (a write) and whose
+    /// handler needs nothing done in arrival order: params of at least [`DEFER_PARAMS_BYTES`]
+    /// in a text frame are decoded inside the request's task, on the worker pool, so the
+    /// reader goes on to the next frame meanwhile. Errors keep their order of precedence:
+    /// params (`-32602`), then the lifecycle (`-32600`).
+    fn call_deferred<M, F, Fut>(self, family: &str, handler: F) -> Result<Reply, ErrorObject>
+    where
+        M: Method,
+        M::Params: Send + 'static,
+        F: FnOnce(Call, M::Params) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<M::Result, RpcError>> + Send + 'static,
+    {
+        let Some((frame, range)) = self.deferrable() else {
+            return self.call::<M, F, Fut>(family, handler);
+        };
+        let gate = self.gate(family);
+        let call = gate.map(|session| self.call_for(session));
+        let id = self.id.clone();
+        Ok(Box::pin(async move {
+            let text = frame.as_str().get(range).unwrap_or("null");
+            let outcome = match jsonrpc::decode_params_text::<M::Params>(text) {
+                Err(e) => Err(ErrorObject::new(codes::INVALID_PARAMS, e)),
+                Ok(params) => match call {
+                    Err(e) => Err(e),
+                    Ok(call) => handler(call, params).await.map_err(|RpcError(e)| e),
+                },
+            };
+            let msg = OutMsg::Text(match outcome {
+                Ok(result) => jsonrpc::encode_result(&id, &result),
+                Err(e) => jsonrpc::encode_error(&id, &e),
+            });
+            Replied { msg, queued: None }
+        }))
+    }
+
+    /// The frame and the byte range of params big enough to decode off the reader.
+    fn deferrable(&self) -> Option<(crate::connection::Utf8Bytes, std::ops::Range<usize>)> {
+        let (params, frame) = (self.params?, self.ctx.frame?);
+        let text = params.get();
+        if text.len() < DEFER_PARAMS_BYTES {
+            return None;
+        }
+        let start = (text.as_ptr() as usize).checked_sub(frame.as_str().as_ptr() as usize)?;
+        let range = start..start + text.len();
+        // The params are a slice of the frame (serde_json borrows them from it): the same
+        // address, not merely equal text (comparing would read megabytes).
+        let slice = frame.as_str().get(range.clone())?;
+        std::ptr::eq(slice.as_ptr(), text.as_ptr()).then(|| (frame.clone(), range))
+    }
+
+    /// The session if the lifecycle lets `family`'s methods run, else the error.
+    fn gate(&self, family: &str) -> Result<Arc<Session>, ErrorObject> {
+        match self.ctx.lifecycle {
+            Lifecycle::New => Err(ErrorObject::new(
+                codes::INVALID_REQUEST,
+                format!("client must call initialize before using {family} methods"),
+            )),
+            Lifecycle::Initializing(_) => Err(ErrorObject::new(
+                codes::INVALID_REQUEST,
+                format!("client must send initialized before using {family} methods"),
+            )),
+            Lifecycle::Ready(s) => Ok(s.clone()),
+        }
+    }
+
+    /// What a handler of this request gets.
+    fn call_for(&self, session: Arc<Session>) -> Call {
+        Call {
+            session,
+            state: self.ctx.state.clone(),
+            handles: self.ctx.handles.clone(),
+            http: self.ctx.http.clone(),
+            watches: self.ctx.watches.clone(),
+            out: self.ctx.out.clone(),
+            on_reply: OnReply::default(),
+        }
+    }
+
     /// Like [`Route::call`], with the handler's outcome `R` turned into the success reply by
     /// `encode` (hand-written encoders for the replies that carry megabytes of base64; the
     /// text is the same as `encode_result` of `M::Result` would give, see `crate::encode`).
@@ -197,30 +282,7 @@ impl Route<'_, '_> {
     {
         let params: M::Params = jsonrpc::decode_params(self.params)
             .map_err(|e| ErrorObject::new(codes::INVALID_PARAMS, e))?;
-        let session = match self.ctx.lifecycle {
-            Lifecycle::New => {
-                return Err(ErrorObject::new(
-                    codes::INVALID_REQUEST,
-                    format!("client must call initialize before using {family} methods"),
-                ))
-            }
-            Lifecycle::Initializing(_) => {
-                return Err(ErrorObject::new(
-                    codes::INVALID_REQUEST,
-                    format!("client must send initialized before using {family} methods"),
-                ))
-            }
-            Lifecycle::Ready(s) => s.clone(),
-        };
-        let call = Call {
-            session,
-            state: self.ctx.state.clone(),
-            handles: self.ctx.handles.clone(),
-            http: self.ctx.http.clone(),
-            watches: self.ctx.watches.clone(),
-            out: self.ctx.out.clone(),
-            on_reply: OnReply::default(),
-        };
+        let call = self.call_for(self.gate(family)?);
         let on_reply = call.on_reply.clone();
         let fut = handler(call, params);
         let id = self.id.clone();

@@ -178,7 +178,7 @@ where
                 }
             }
             InFrame::Text(text) => {
-                if conn.on_message(Frame::Text(text.as_str())).await.is_break() {
+                if conn.on_message(Frame::Text(&text)).await.is_break() {
                     break true;
                 }
             }
@@ -194,10 +194,14 @@ where
     let _ = writer_task.await;
 }
 
+/// A request at least this long (a write carrying megabytes of base64) runs on the worker pool
+/// rather than being polled first on the reader.
+const OFF_READER_BYTES: usize = dispatch::DEFER_PARAMS_BYTES;
+
 /// A message as it came: bytes to check for UTF-8, or text already checked.
 enum Frame<'a> {
     Bytes(&'a [u8]),
-    Text(&'a str),
+    Text(&'a Utf8Bytes),
 }
 
 /// The reply of a finished request, or `-32603` if its handler panicked.
@@ -262,8 +266,12 @@ impl Connection {
             }
             Frame::Text(text) => {
                 crate::telemetry::message_received(text.len());
-                jsonrpc::decode_str(text)
+                jsonrpc::decode_str(text.as_str())
             }
+        };
+        let frame_len = match frame {
+            Frame::Bytes(b) => b.len(),
+            Frame::Text(t) => t.len(),
         };
         let msg = match decoded {
             Ok(m) => m,
@@ -321,6 +329,10 @@ impl Connection {
                     http: &self.http,
                     watches: &self.watches,
                     out: &self.out,
+                    frame: match frame {
+                        Frame::Text(t) => Some(t),
+                        Frame::Bytes(_) => None,
+                    },
                 };
                 match scope
                     .span()
@@ -331,9 +343,11 @@ impl Connection {
                         self.send_error(&id, error).await
                     }
                     Ok(fut) => {
-                        // Spawning forks a child: keep those off the reader so a burst of
-                        // starts runs on every worker.
-                        let inline = method != exec_server_protocol::process::Start::NAME;
+                        // Spawning forks a child, and a big write decodes megabytes of
+                        // base64: keep those off the reader so a burst of them runs on every
+                        // worker while the reader takes the next frames.
+                        let inline = !(method == exec_server_protocol::process::Start::NAME
+                            || frame_len >= OFF_READER_BYTES);
                         self.spawn_request(id, scope.wrap(fut), inline).await
                     }
                 }
