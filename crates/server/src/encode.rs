@@ -1,36 +1,25 @@
-//! The hot paths: process events encoded straight into one JSON string, base64 written in
-//! place; file data replies (`fs/readBlock`, `fs/readFile`) assembled without running the
-//! megabytes of base64 through serde_json's string escaping (base64 needs none).
+//! The hot paths: process events and `process/read` replies, and file data replies
+//! (`fs/readBlock`, `fs/readFile`), assembled by hand as [`Base64Text`]: JSON text around the
+//! data, whose base64 is encoded while the message is written (never run through serde_json's
+//! string escaping, which base64 does not need).
+
+use std::fmt::Write as _;
 
 use exec_server_core::process::{EventKind, ProcessEvent, ReadOutcome};
-use exec_server_protocol::bytes::encode_into;
 use exec_server_protocol::process::Stream;
 use exec_server_protocol::RequestId;
 
 use crate::base64_text::Base64Text;
-use crate::connection::OutMsg;
+use crate::connection::{OutFrame, OutMsg};
 
-/// `{"id":…,"result":{` + `fields` + `}}`.
-fn result_with(id: &RequestId, capacity: usize, fields: impl FnOnce(&mut String)) -> String {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let mut s = String::with_capacity(capacity + id.len() + 48);
-    s.push_str(r#"{"id":"#);
-    s.push_str(&id);
-    s.push_str(r#","result":{"#);
-    fields(&mut s);
-    s.push_str("}}");
-    s
-}
-
-fn base64_len(data: &[u8]) -> usize {
-    crate::base64_text::base64_len(data.len())
+fn id_text(id: &RequestId) -> String {
+    serde_json::to_string(id).unwrap_or_else(|_| "null".into())
 }
 
 /// `{"id":…,"result":{` + `member` + `":"`: the head of a reply whose first member is a
 /// base64 string.
 fn base64_head(id: &RequestId, member: &str) -> String {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    format!(r#"{{"id":{id},"result":{{"{member}":""#)
+    format!(r#"{{"id":{},"result":{{"{member}":""#, id_text(id))
 }
 
 /// The reply to `fs/readBlock` with `data` and `eof`: the text `jsonrpc::encode_result` gives
@@ -56,84 +45,80 @@ pub(crate) fn read_file_result(id: &RequestId, data: Vec<u8>) -> OutMsg {
 
 /// `"seq":…,"stream":…,"chunk":"…"`: the members of an output chunk, in a `process/read` reply
 /// and in a `process/output` notification alike.
-fn push_output(s: &mut String, seq: u64, stream: Stream, data: &[u8]) {
-    use std::fmt::Write as _;
-    let _ = write!(s, r#""seq":{seq},"stream":"{}","chunk":""#, stream.as_str());
-    encode_into(data, s);
-    s.push('"');
+fn push_output(t: &mut Base64Text, seq: u64, stream: Stream, data: &bytes::Bytes) {
+    t.push_text(format!(
+        r#""seq":{seq},"stream":"{}","chunk":""#,
+        stream.as_str()
+    ));
+    t.push_base64(data.clone());
+    t.push_str("\"");
 }
 
 /// The reply to `process/read`: the text `jsonrpc::encode_result` gives for the
-/// `ReadResult` of `r`, with each chunk's base64 written in place.
+/// `ReadResult` of `r`, each chunk's base64 encoded as it is written.
 pub(crate) fn read_result(id: &RequestId, r: ReadOutcome) -> OutMsg {
-    OutMsg::Text(read_result_text(id, &r))
+    OutMsg::Base64(read_result_text(id, &r))
 }
 
-fn read_result_text(id: &RequestId, r: &ReadOutcome) -> String {
-    use std::fmt::Write as _;
-    let data: usize = r
-        .log
-        .chunks
-        .iter()
-        .map(|(_, _, d)| base64_len(d) + 64)
-        .sum();
-    result_with(id, data + 160, |s| {
-        s.push_str(r#""chunks":["#);
-        for (i, (seq, stream, bytes)) in r.log.chunks.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push('{');
-            push_output(s, *seq, *stream, bytes);
-            s.push('}');
+fn read_result_text(id: &RequestId, r: &ReadOutcome) -> Base64Text {
+    let mut t = Base64Text::default();
+    t.push_text(format!(r#"{{"id":{},"result":{{"chunks":["#, id_text(id)));
+    for (i, (seq, stream, bytes)) in r.log.chunks.iter().enumerate() {
+        t.push_str(if i > 0 { ",{" } else { "{" });
+        push_output(&mut t, *seq, *stream, bytes);
+        t.push_str("}");
+    }
+    let mut s = String::with_capacity(160);
+    let _ = write!(
+        s,
+        r#"],"nextSeq":{},"exited":{},"exitCode":"#,
+        r.log.next_seq, r.exited
+    );
+    match r.exit_code {
+        Some(code) => {
+            let _ = write!(s, "{code}");
         }
+        None => s.push_str("null"),
+    }
+    let _ = write!(
+        s,
+        r#","closed":{},"failure":null,"sandboxDenied":{}"#,
+        r.closed, r.sandbox_denied
+    );
+    if let Some(gap) = &r.log.gap {
         let _ = write!(
             s,
-            r#"],"nextSeq":{},"exited":{},"exitCode":"#,
-            r.log.next_seq, r.exited
+            r#","gap":{{"fromSeq":{},"toSeq":{},"bytes":{}}}"#,
+            gap.from_seq, gap.to_seq, gap.bytes
         );
-        match r.exit_code {
-            Some(code) => {
-                let _ = write!(s, "{code}");
-            }
-            None => s.push_str("null"),
-        }
-        let _ = write!(
-            s,
-            r#","closed":{},"failure":null,"sandboxDenied":{}"#,
-            r.closed, r.sandbox_denied
-        );
-        if let Some(gap) = &r.log.gap {
-            let _ = write!(
-                s,
-                r#","gap":{{"fromSeq":{},"toSeq":{},"bytes":{}}}"#,
-                gap.from_seq, gap.to_seq, gap.bytes
-            );
-        }
-    })
+    }
+    s.push_str("}}");
+    t.push_text(s);
+    t
 }
 
-/// Encodes a process event as its notification.
-pub(crate) fn process_event(ev: &ProcessEvent) -> String {
+/// Encodes a process event as its notification (an output chunk's base64 encoded as it is
+/// written).
+pub(crate) fn process_event(ev: &ProcessEvent) -> OutFrame {
     let id = serde_json::to_string(ev.process_id.as_ref()).unwrap_or_else(|_| "\"\"".into());
     match &ev.event.kind {
         EventKind::Output { stream, data } => {
-            let mut s = String::with_capacity(96 + id.len() + base64_len(data));
-            s.push_str(r#"{"method":"process/output","params":{"processId":"#);
-            s.push_str(&id);
-            s.push(',');
-            push_output(&mut s, ev.event.seq, *stream, data);
-            s.push_str("}}");
-            s
+            let mut t = Base64Text::default();
+            t.push_text(format!(
+                r#"{{"method":"process/output","params":{{"processId":{id},"#
+            ));
+            push_output(&mut t, ev.event.seq, *stream, data);
+            t.push_str("}}");
+            OutFrame::Base64(t)
         }
-        EventKind::Exited { code } => format!(
+        EventKind::Exited { code } => OutFrame::Text(format!(
             r#"{{"method":"process/exited","params":{{"processId":{id},"seq":{},"exitCode":{code},"sandboxDenied":{}}}}}"#,
             ev.event.seq, ev.sandbox_denied
-        ),
-        EventKind::Closed => format!(
+        )),
+        EventKind::Closed => OutFrame::Text(format!(
             r#"{{"method":"process/closed","params":{{"processId":{id},"seq":{}}}}}"#,
             ev.event.seq
-        ),
+        )),
     }
 }
 
@@ -157,13 +142,21 @@ mod tests {
             },
             sandbox_denied: false,
         };
-        let v: serde_json::Value = serde_json::from_str(&process_event(&ev)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&event_text(&ev)).unwrap();
         assert_eq!(v["method"], "process/output");
         let n: OutputNotification = serde_json::from_value(v["params"].clone()).unwrap();
         assert_eq!(n.process_id, "p\"1");
         assert_eq!(n.seq, 7);
         assert_eq!(n.stream, Stream::Stderr);
         assert_eq!(n.chunk.decode().unwrap(), b"\x00\xffhi");
+    }
+
+    fn event_text(ev: &ProcessEvent) -> String {
+        match process_event(ev) {
+            OutFrame::Text(t) => t,
+            OutFrame::Base64(b) => b.into_string(),
+            other => panic!("not a message: {other:?}"),
+        }
     }
 
     fn text(msg: OutMsg) -> String {
@@ -260,7 +253,10 @@ mod tests {
                             sandbox_denied: denied,
                             gap: gap.clone(),
                         };
-                        assert_eq!(read_result_text(&id, &outcome), encode_result(&id, &typed));
+                        assert_eq!(
+                            read_result_text(&id, &outcome).into_string(),
+                            encode_result(&id, &typed)
+                        );
                     }
                 }
             }
@@ -279,11 +275,11 @@ mod tests {
             sandbox_denied: false,
         };
         assert_eq!(
-            process_event(&mk(EventKind::Exited { code: 130 })),
+            event_text(&mk(EventKind::Exited { code: 130 })),
             r#"{"method":"process/exited","params":{"processId":"p","seq":3,"exitCode":130,"sandboxDenied":false}}"#
         );
         assert_eq!(
-            process_event(&mk(EventKind::Closed)),
+            event_text(&mk(EventKind::Closed)),
             r#"{"method":"process/closed","params":{"processId":"p","seq":3}}"#
         );
     }

@@ -83,14 +83,20 @@ pub(crate) async fn drive(
         });
     }
     if opts.forward_interrupt {
-        let c = control.clone();
-        tasks.spawn(async move {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if c.signal(ProcessSignal::Interrupt).await.is_err() {
-                    return;
+        // Registered here, before any output is shown: a Ctrl-C right after the first line
+        // must reach the command, not kill this client (a handler installed by the task's
+        // first poll could come too late on a busy machine).
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut interrupt) = signal(SignalKind::interrupt()) {
+            let c = control.clone();
+            tasks.spawn(async move {
+                while interrupt.recv().await.is_some() {
+                    if c.signal(ProcessSignal::Interrupt).await.is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
+        }
     }
     if opts.forward_resize {
         let c = control.clone();

@@ -52,7 +52,7 @@ pub(super) async fn run<W>(
                 }
                 Item::Event(e) => {
                     crate::telemetry::event_sent(&e);
-                    OutFrame::Text(encode::process_event(&e))
+                    encode::process_event(&e)
                 }
                 Item::Ping => OutFrame::Ping,
                 Item::TransportWrites => continue,

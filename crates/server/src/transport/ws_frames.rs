@@ -275,7 +275,13 @@ impl<W: AsyncWrite + Unpin> Sink<OutFrame> for FrameSink<W> {
             }
             OutFrame::Base64(b) => {
                 header(&mut this.buf, TEXT, b.len());
-                this.big = Some(Big::Base64(b, Cursor::default()));
+                if b.len() <= COPY_MAX {
+                    // Small (a short output chunk): encoded now, coalesced with its neighbours.
+                    let mut cursor = Cursor::default();
+                    while b.fill(&mut cursor, &mut this.buf, COPY_MAX) {}
+                } else {
+                    this.big = Some(Big::Base64(b, Cursor::default()));
+                }
             }
             OutFrame::Ping => header(&mut this.buf, PING, 0),
             OutFrame::Close { code, reason } => this.queue_close(code, &reason),
@@ -347,6 +353,13 @@ mod tests {
         control.lock().bytes.extend_from_slice(&[0x8A, 0x01, b'p']);
         sink.feed(OutFrame::Ping).await.unwrap();
         sink.feed(OutFrame::Text("é".repeat(200))).await.unwrap();
+        sink.feed(OutFrame::Base64(Base64Text::new(
+            "[\"".into(),
+            b"small".to_vec(),
+            "\"]",
+        )))
+        .await
+        .unwrap();
         sink.feed(OutFrame::Close {
             code: 1008,
             reason: "é".repeat(100),
@@ -362,7 +375,8 @@ mod tests {
         assert_eq!(got[3], Message::Pong(b"p".to_vec().into()));
         assert_eq!(got[4], Message::Ping(Vec::new().into()));
         assert_eq!(got[5], Message::text("é".repeat(200)));
-        match &got[6] {
+        assert_eq!(got[6], Message::text(r#"["c21hbGw="]"#));
+        match &got[7] {
             Message::Close(Some(f)) => {
                 assert_eq!(u16::from(f.code), 1008);
                 assert_eq!(f.reason.len(), 122, "cut at a char boundary");
