@@ -206,35 +206,11 @@ where
         .map_err(|e| FsError::TaskFailed(e.to_string()))?
 }
 
-/// Runs `op` in-process when the sandbox does not restrict the filesystem, otherwise in the
-/// sandbox helper.
+/// Runs `op` in-process when there is no `confinement` ([`sandboxed::confinement`], or
+/// [`sandboxed::read_confinement`] for an operation that only reads: a policy that lets every
+/// path be read needs no helper for it, which saves a few milliseconds of fork, namespaces
+/// and Landlock), otherwise in the sandbox helper.
 async fn run<T>(
-    sandbox: Option<&SandboxContext>,
-    request: impl FnOnce() -> sandboxed::Request,
-    decode: impl FnOnce(sandboxed::Response) -> Result<T, FsError>,
-    op: impl FnOnce() -> Result<T, FsError> + Send + 'static,
-) -> Result<T, FsError>
-where
-    T: Send + 'static,
-{
-    in_place_or_helper(sandboxed::confinement(sandbox)?, request, decode, op).await
-}
-
-/// [`run`] for an operation that only reads: in-process also when the policy lets every path
-/// be read (a helper costs a few milliseconds: fork, namespaces, Landlock).
-async fn run_read<T>(
-    sandbox: Option<&SandboxContext>,
-    request: impl FnOnce() -> sandboxed::Request,
-    decode: impl FnOnce(sandboxed::Response) -> Result<T, FsError>,
-    op: impl FnOnce() -> Result<T, FsError> + Send + 'static,
-) -> Result<T, FsError>
-where
-    T: Send + 'static,
-{
-    in_place_or_helper(sandboxed::read_confinement(sandbox)?, request, decode, op).await
-}
-
-async fn in_place_or_helper<T>(
     confinement: Option<sandboxed::Confinement>,
     request: impl FnOnce() -> sandboxed::Request,
     decode: impl FnOnce(sandboxed::Response) -> Result<T, FsError>,
@@ -262,10 +238,15 @@ impl FileSystem for LocalFileSystem {
             opts,
             limit,
         };
-        run_read(sandbox, req, sandboxed::Response::into_bytes, {
-            let p = path.to_path_buf();
-            move || read_file(&p, opts.follow_symlinks, limit)
-        })
+        run(
+            sandboxed::read_confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_bytes,
+            {
+                let p = path.to_path_buf();
+                move || read_file(&p, opts.follow_symlinks, limit)
+            },
+        )
         .await
     }
 
@@ -303,9 +284,12 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::CreateDirectory { path: p, opts }
         };
-        run(sandbox, req, sandboxed::Response::into_unit, move || {
-            create_directory(&p, opts)
-        })
+        run(
+            sandboxed::confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_unit,
+            move || create_directory(&p, opts),
+        )
         .await
     }
 
@@ -320,8 +304,8 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::GetMetadata { path: p, opts }
         };
-        run_read(
-            sandbox,
+        run(
+            sandboxed::read_confinement(sandbox)?,
             req,
             sandboxed::Response::into_metadata,
             move || metadata(&p, opts.follow_symlinks),
@@ -339,9 +323,12 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::Canonicalize { path: p }
         };
-        run_read(sandbox, req, sandboxed::Response::into_path, move || {
-            canonicalize(&p)
-        })
+        run(
+            sandboxed::read_confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_path,
+            move || canonicalize(&p),
+        )
         .await
     }
 
@@ -355,9 +342,12 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::ReadDirectory { path: p }
         };
-        run_read(sandbox, req, sandboxed::Response::into_entries, move || {
-            read_directory(&p)
-        })
+        run(
+            sandboxed::read_confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_entries,
+            move || read_directory(&p),
+        )
         .await
     }
 
@@ -372,9 +362,12 @@ impl FileSystem for LocalFileSystem {
             let (p, opts) = (p.clone(), opts.clone());
             move || sandboxed::Request::Walk { path: p, opts }
         };
-        run_read(sandbox, req, sandboxed::Response::into_walk, move || {
-            walk(&p, &opts)
-        })
+        run(
+            sandboxed::read_confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_walk,
+            move || walk(&p, &opts),
+        )
         .await
     }
 
@@ -389,9 +382,12 @@ impl FileSystem for LocalFileSystem {
             let p = p.clone();
             move || sandboxed::Request::Remove { path: p, opts }
         };
-        run(sandbox, req, sandboxed::Response::into_unit, move || {
-            remove(&p, opts)
-        })
+        run(
+            sandboxed::confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_unit,
+            move || remove(&p, opts),
+        )
         .await
     }
 
@@ -411,9 +407,12 @@ impl FileSystem for LocalFileSystem {
                 opts,
             }
         };
-        run(sandbox, req, sandboxed::Response::into_unit, move || {
-            copy(&s, &d, opts.recursive)
-        })
+        run(
+            sandboxed::confinement(sandbox)?,
+            req,
+            sandboxed::Response::into_unit,
+            move || copy(&s, &d, opts.recursive),
+        )
         .await
     }
 }
