@@ -259,20 +259,11 @@ impl Connection {
     /// Handles one frame; `Break` closes the connection.
     async fn on_message(&mut self, frame: Frame<'_>) -> std::ops::ControlFlow<()> {
         use std::ops::ControlFlow::{Break, Continue};
-        let decoded = match frame {
-            Frame::Bytes(bytes) => {
-                crate::telemetry::message_received(bytes.len());
-                jsonrpc::decode(bytes)
-            }
-            Frame::Text(text) => {
-                crate::telemetry::message_received(text.len());
-                jsonrpc::decode_str(text.as_str())
-            }
+        let (frame_len, decoded) = match frame {
+            Frame::Bytes(bytes) => (bytes.len(), jsonrpc::decode(bytes)),
+            Frame::Text(text) => (text.len(), jsonrpc::decode_str(text.as_str())),
         };
-        let frame_len = match frame {
-            Frame::Bytes(b) => b.len(),
-            Frame::Text(t) => t.len(),
-        };
+        crate::telemetry::message_received(frame_len);
         let msg = match decoded {
             Ok(m) => m,
             Err(e) => {
