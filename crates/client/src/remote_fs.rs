@@ -8,7 +8,7 @@ use exec_server_core::fs::{
     CopyOptions, CreateDirectoryOptions, FileSystem, FsError, MetadataOptions, ReadOptions,
     RemoveOptions, WriteOptions,
 };
-use exec_server_protocol::bytes::Base64;
+use exec_server_protocol::bytes::Base64Data;
 use exec_server_protocol::fs::{self as wire, DirectoryEntry, Metadata, SandboxContext};
 use exec_server_protocol::fs::{WalkOptions, WalkResult};
 use exec_server_protocol::PathUri;
@@ -87,7 +87,7 @@ impl FileSystem for RemoteFileSystem {
     ) -> Result<(), FsError> {
         let p = wire::WriteFileParams {
             path: uri(path)?,
-            data_base64: Base64::encode(&data),
+            data_base64: Base64Data::new(data),
             follow_symlinks: opts.follow_symlinks,
             sandbox: sandbox.cloned(),
         };

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bytes::Base64;
+use crate::bytes::{Base64, Base64Data};
 use crate::PathUri;
 
 fn yes() -> bool {
@@ -38,7 +38,7 @@ pub struct WriteFileParams {
     /// The file (created or truncated; the parent must exist).
     pub path: PathUri,
     /// The content.
-    pub data_base64: Base64,
+    pub data_base64: Base64Data,
     /// Follow a final symlink (default true).
     #[serde(default = "yes")]
     pub follow_symlinks: bool,
@@ -313,7 +313,7 @@ pub struct WriteBlockParams {
     /// Byte offset.
     pub offset: u64,
     /// 1..=1048576 decoded bytes.
-    pub chunk: Base64,
+    pub chunk: Base64Data,
 }
 
 /// Params of `fs/close`.

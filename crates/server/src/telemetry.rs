@@ -236,16 +236,59 @@ pub(crate) struct RequestScope {
     start: Instant,
 }
 
-/// The members of params worth recording on a span.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The members of params worth recording on a span: `processId`, and `path` (else
+/// `sourcePath`).
+#[derive(Debug, Default, PartialEq)]
 struct SpanAttrs<'a> {
-    #[serde(default, borrow)]
     process_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
     path: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    source_path: Option<Cow<'a, str>>,
+}
+
+/// How much of a request's params is read for its span attributes. Members are taken in
+/// order until this point, so a write's `path` (before its megabytes of `dataBase64`) is
+/// found without scanning the data; a member that only starts past it is not recorded.
+const ATTR_SCAN_BYTES: usize = 16 * 1024;
+
+/// A string member, borrowed from the params when it has no escapes.
+#[derive(Deserialize)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de> serde::de::Visitor<'de> for &mut SpanAttrs<'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("params object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Str(key)) = map.next_key()? {
+            match &*key {
+                "processId" => self.process_id = Some(map.next_value::<Str<'de>>()?.0),
+                "path" => self.path = Some(map.next_value::<Str<'de>>()?.0),
+                "sourcePath" => {
+                    let v = map.next_value::<Str<'de>>()?.0;
+                    self.path.get_or_insert(v);
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The span attributes found in the first [`ATTR_SCAN_BYTES`] of `params`: members are kept
+/// as they are read, so a cut in the middle of a later member loses only what follows.
+fn span_attrs(params: &str) -> SpanAttrs<'_> {
+    let mut end = params.len().min(ATTR_SCAN_BYTES);
+    while !params.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut attrs = SpanAttrs::default();
+    let mut de = serde_json::Deserializer::from_str(&params[..end]);
+    let _ = serde::Deserializer::deserialize_map(&mut de, &mut attrs);
+    attrs
 }
 
 /// Longest value recorded from a client-chosen string.
@@ -384,13 +427,11 @@ impl Drop for Pending {
 
 fn record_attrs(span: &Span, params: Option<&RawValue>) {
     let Some(raw) = params else { return };
-    let Ok(attrs) = serde_json::from_str::<SpanAttrs<'_>>(raw.get()) else {
-        return;
-    };
+    let attrs = span_attrs(raw.get());
     if let Some(p) = attrs.process_id {
         span.record("process.id", clip(&p));
     }
-    if let Some(p) = attrs.path.or(attrs.source_path) {
+    if let Some(p) = attrs.path {
         span.record("fs.path", clip(&p));
     }
 }
@@ -447,6 +488,34 @@ mod tests {
             exec_server_protocol::jsonrpc::encode_result(&id, &serde_json::json!({"error": 1}));
         assert!(is_error_reply(&err));
         assert!(!is_error_reply(&ok));
+    }
+
+    #[test]
+    fn span_attrs_come_from_the_head_of_the_params() {
+        let big = format!(
+            r#"{{"path":"file:///tmp/a\u00e9","dataBase64":"{}","processId":"late"}}"#,
+            "A".repeat(4 * ATTR_SCAN_BYTES)
+        );
+        let attrs = span_attrs(&big);
+        assert_eq!(attrs.path.as_deref(), Some("file:///tmp/a\u{e9}"));
+        assert_eq!(attrs.process_id, None, "past the scanned head");
+        let small = r#"{"sourcePath":"s","destinationPath":"d","x":[1,{"y":2}],"path":"p","processId":"7"}"#;
+        let attrs = span_attrs(small);
+        assert_eq!(
+            attrs.path.as_deref(),
+            Some("p"),
+            "path wins over sourcePath"
+        );
+        assert_eq!(attrs.process_id.as_deref(), Some("7"));
+        let copy = span_attrs(r#"{"sourcePath":"s","destinationPath":"d"}"#);
+        assert_eq!(copy.path.as_deref(), Some("s"));
+        // A cut inside a multi-byte character is moved back to a boundary.
+        let wide = format!(
+            r#"{{"processId":"p","pad":"{}"}}"#,
+            "é".repeat(ATTR_SCAN_BYTES)
+        );
+        assert_eq!(span_attrs(&wide).process_id.as_deref(), Some("p"));
+        assert_eq!(span_attrs("[1]"), SpanAttrs::default());
     }
 
     #[test]

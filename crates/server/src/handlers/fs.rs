@@ -44,7 +44,7 @@ pub(crate) async fn read_file(limit: u64, p: ReadFileParams) -> Result<Vec<u8>, 
 /// `fs/writeFile`.
 pub(crate) async fn write_file(p: WriteFileParams) -> Result<Empty, RpcError> {
     let path = native(&p.path)?;
-    let data = p.data_base64.decode().map_err(|e| {
+    let data = p.data_base64.into_bytes().map_err(|e| {
         RpcError::invalid_request(format!(
             "fs/writeFile requires valid base64 dataBase64: {e}"
         ))
@@ -182,7 +182,7 @@ pub(crate) async fn write_block(
     handles: &HandleTable,
     p: WriteBlockParams,
 ) -> Result<Empty, RpcError> {
-    let data = p.chunk.decode().map_err(|e| {
+    let data = p.chunk.into_bytes().map_err(|e| {
         RpcError::invalid_request(format!("fs/writeBlock requires valid base64 chunk: {e}"))
     })?;
     handles
