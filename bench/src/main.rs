@@ -10,6 +10,7 @@
 mod fs;
 mod lean;
 mod measures;
+mod quick_json;
 mod report;
 mod rpc;
 mod server;

@@ -8,6 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use crate::lean::LeanClient;
+use crate::quick_json::Json;
 use crate::rpc::{self, Client};
 use crate::server::{self, Server};
 
@@ -217,8 +219,22 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
         "spawn" => spawn_round_trip(url, config.spawn_runs).await,
         "sleep200" => concurrent_sleepers(url, config.sleepers).await,
         "multi-conn" => parallel_spawners(url, config.conns, config.spawns_per_conn).await,
-        "notify-stream" => notification_stream(url, config.stream_bytes).await,
-        "read-stream" => read_stream(url, config.stream_bytes).await,
+        "notify-stream" | "read-stream" => {
+            let (url, bytes, notify) = (
+                url.to_string(),
+                config.stream_bytes,
+                name == "notify-stream",
+            );
+            tokio::task::spawn_blocking(move || {
+                if notify {
+                    notification_stream(&url, bytes)
+                } else {
+                    read_stream(&url, bytes)
+                }
+            })
+            .await
+            .context("stream measurement panicked")?
+        }
         "fs-read" | "fs-write64" | "fs-write8" | "fs-blocks" | "fs-sandbox" => {
             let fixture = crate::fs::FsFixture::new(config.fs_dir.clone());
             match name {
@@ -400,7 +416,7 @@ fn head_command(bytes: u64) -> String {
 /// Length in bytes of the base64 `chunk` field. The length is computed from the base64 text
 /// (exact for valid base64); every `VERIFY_EVERY`-th chunk is fully decoded and checked to be
 /// zeros (the streams read /dev/zero), so the client's decoding cost does not cap the figure.
-fn chunk_len(text: &str, index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
+fn chunk_len(text: &[u8], index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
     const VERIFY_EVERY: u64 = 16;
     if !text.len().is_multiple_of(4) {
         bail!("chunk is not padded base64 (length {})", text.len());
@@ -415,34 +431,30 @@ fn chunk_len(text: &str, index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
         }
         return Ok(scratch.len() as u64);
     }
-    let padding = text.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    let padding = text.iter().rev().take(2).filter(|&&b| b == b'=').count();
     Ok((text.len() / 4 * 3 - padding) as u64)
 }
 
-async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
-    let mut client = Client::connect_initialized(url).await?;
+/// The notification stream, received with the raw client (see [`crate::lean::RawConn`]).
+fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
+    let mut conn = LeanClient::connect_initialized(url)?.into_raw()?;
     let id = "notify-stream";
-    let command = head_command(bytes);
+    let params = start_params(id, &["/bin/sh", "-c", &head_command(bytes)]).to_string();
     let started = Instant::now();
-    client
-        .call(
-            "process/start",
-            start_params(id, &["/bin/sh", "-c", &command]),
-        )
-        .await?;
+    conn.send_request("process/start", &params)?;
     let mut received = 0u64;
     let mut chunks = 0u64;
     let mut scratch = Vec::with_capacity(64 << 10);
     loop {
-        let text = client.next_notification_raw().await?;
-        // Borrowed strings: the base64 is scanned once and not copied.
-        let note: RawNote = serde_json::from_str(&text).context("notification")?;
-        if note.params.process_id != id {
+        let Some(note) = Note::parse(conn.next_message()?)? else {
+            continue; // the reply to process/start
+        };
+        if note.process_id != id {
             continue;
         }
         match note.method {
             "process/output" => {
-                let chunk = note.params.chunk.context("process/output without chunk")?;
+                let chunk = note.chunk.context("process/output without chunk")?;
                 received += chunk_len(chunk, chunks, &mut scratch)?;
                 chunks += 1;
             }
@@ -464,12 +476,121 @@ async fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
     ])
 }
 
-/// A process notification, borrowing from its text.
-#[derive(serde::Deserialize)]
-struct RawNote<'a> {
+/// What the notification stream needs of a process notification, borrowed from its bytes.
+struct Note<'a> {
     method: &'a str,
+    process_id: &'a str,
+    chunk: Option<&'a [u8]>,
+}
+
+impl<'a> Note<'a> {
+    /// Read with [`Json`] (strings delimited with SIMD), else with serde_json. `None` for a
+    /// reply; an error reply is an error.
+    fn parse(message: &'a [u8]) -> Result<Option<Self>> {
+        if let Some(v) = Json::parse(message) {
+            if v.get("id").is_some() {
+                return match v.get("error") {
+                    None | Some(Json::Null) => Ok(None),
+                    Some(_) => bail!("error reply: {}", String::from_utf8_lossy(message)),
+                };
+            }
+            let quick = (|| {
+                let params = v.get("params")?;
+                let chunk = match params.get("chunk") {
+                    None => None,
+                    Some(c) => Some(c.bytes()?),
+                };
+                Some(Note {
+                    method: v.get("method")?.str()?,
+                    process_id: params.get("processId")?.str()?,
+                    chunk,
+                })
+            })();
+            if quick.is_some() {
+                return Ok(quick);
+            }
+        }
+        let msg: RawMessage = serde_json::from_slice(message).context("message")?;
+        if msg.id.is_some() {
+            return match msg.error {
+                None => Ok(None),
+                Some(e) => bail!("error reply: {}", e.get()),
+            };
+        }
+        let params = msg.params.context("notification without params")?;
+        Ok(Some(Note {
+            method: msg.method.context("notification without method")?,
+            process_id: params.process_id,
+            chunk: params.chunk.map(str::as_bytes),
+        }))
+    }
+}
+
+/// What the read stream needs of a `process/read` reply, borrowed from its bytes.
+struct ReadReply<'a> {
+    /// `(seq, base64)` of each chunk.
+    chunks: Vec<(u64, &'a [u8])>,
+    next_seq: u64,
+    closed: bool,
+    gap_bytes: u64,
+}
+
+impl<'a> ReadReply<'a> {
+    /// Read with [`Json`] (strings delimited with SIMD), else with serde_json, which also
+    /// turns an error reply into `Err`.
+    fn parse(message: &'a [u8]) -> Result<Self> {
+        let quick = Json::parse(message).and_then(|v| {
+            let result = v.get("result")?;
+            let chunks = result
+                .get("chunks")?
+                .array()?
+                .iter()
+                .map(|c| Some((c.get("seq")?.u64()?, c.get("chunk")?.bytes()?)))
+                .collect::<Option<Vec<_>>>()?;
+            let gap_bytes = match result.get("gap") {
+                None | Some(Json::Null) => 0,
+                Some(gap) => gap.get("bytes")?.u64()?,
+            };
+            Some(ReadReply {
+                chunks,
+                next_seq: result.get("nextSeq")?.u64()?,
+                closed: match result.get("closed") {
+                    None => false,
+                    Some(c) => c.bool()?,
+                },
+                gap_bytes,
+            })
+        });
+        if let Some(reply) = quick {
+            return Ok(reply);
+        }
+        let reply: RawReply = serde_json::from_slice(message).context("process/read reply")?;
+        let result = match (reply.result, reply.error) {
+            (Some(result), None) => result,
+            (_, error) => bail!("process/read failed: {error:?}"),
+        };
+        Ok(ReadReply {
+            chunks: result
+                .chunks
+                .iter()
+                .map(|c| (c.seq, c.chunk.as_bytes()))
+                .collect(),
+            next_seq: result.next_seq,
+            closed: result.closed,
+            gap_bytes: result.gap.map_or(0, |g| g.bytes),
+        })
+    }
+}
+
+/// Any message, as serde_json reads it (the fallback of [`Note::parse`]).
+#[derive(serde::Deserialize)]
+struct RawMessage<'a> {
+    id: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow)]
-    params: RawNoteParams<'a>,
+    error: Option<&'a serde_json::value::RawValue>,
+    method: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<RawNoteParams<'a>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -510,18 +631,21 @@ struct RawGap {
     bytes: u64,
 }
 
-async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
-    let mut client = Client::connect_initialized(url).await?;
-    client.set_drop_output_notifications(true);
+/// The `process/read` stream, received with the raw client (see [`crate::lean::RawConn`]). The
+/// server also pushes the output as notifications; they are recognised by their first bytes
+/// and skipped unparsed.
+fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
+    let mut conn = LeanClient::connect_initialized(url)?.into_raw()?;
     let id = "read-stream";
-    let command = head_command(bytes);
+    let params = start_params(id, &["/bin/sh", "-c", &head_command(bytes)]).to_string();
     let started = Instant::now();
-    client
-        .call(
-            "process/start",
-            start_params(id, &["/bin/sh", "-c", &command]),
-        )
-        .await?;
+    conn.send_request("process/start", &params)?;
+    let reply = conn.next_reply()?;
+    if !reply.starts_with(b"{")
+        || Json::parse(reply).is_some_and(|v| v.get("error").is_some_and(|e| *e != Json::Null))
+    {
+        bail!("process/start: {}", String::from_utf8_lossy(reply));
+    }
     let mut after_seq = 0u64;
     let mut last_chunk_seq = 0u64;
     let mut missing_seqs = 0u64;
@@ -530,34 +654,20 @@ async fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
     let mut reported_gap_bytes = 0u64;
     let mut scratch = Vec::with_capacity(1 << 20);
     loop {
-        let id = client
-            .send_request_raw(
-                "process/read",
-                json!({"processId": id, "afterSeq": after_seq, "maxBytes": 4 << 20, "waitMs": 1000}),
-            )
-            .await?;
-        let text = client.wait_raw(id).await?;
-        // Borrowed strings: the client scans the megabytes of base64 once and copies nothing
-        // (a `serde_json::Value` copied every chunk and cost the bench more CPU than the
-        // server it measured).
-        let reply: RawReply = serde_json::from_str(&text).context("process/read reply")?;
-        let reply = match (reply.result, reply.error) {
-            (Some(result), None) => result,
-            (_, error) => bail!("process/read failed: {error:?}"),
-        };
+        let params =
+            json!({"processId": id, "afterSeq": after_seq, "maxBytes": 4 << 20, "waitMs": 1000});
+        conn.send_request("process/read", &params.to_string())?;
+        let reply = ReadReply::parse(conn.next_reply()?)?;
         reads += 1;
         // Extension of our server: evicted output is reported as `gap` instead of skipped.
-        if let Some(gap) = &reply.gap {
-            reported_gap_bytes += gap.bytes;
-        }
-        for chunk in &reply.chunks {
-            let seq = chunk.seq;
+        reported_gap_bytes += reply.gap_bytes;
+        for &(seq, chunk) in &reply.chunks {
             if seq <= last_chunk_seq {
                 bail!("chunk seq {seq} not after {last_chunk_seq}");
             }
             missing_seqs += seq - last_chunk_seq - 1;
             last_chunk_seq = seq;
-            received += chunk_len(chunk.chunk, seq, &mut scratch)?;
+            received += chunk_len(chunk, seq, &mut scratch)?;
         }
         after_seq = reply.next_seq.saturating_sub(1).max(after_seq);
         if reply.closed && reply.chunks.is_empty() {

@@ -29,11 +29,6 @@ pub(crate) struct Client {
     raw_responses: HashMap<i64, Utf8Bytes>,
     /// Ids whose replies `wait_raw` will want as text.
     raw_wanted: std::collections::HashSet<i64>,
-    /// When set, `process/output` notifications are dropped unparsed (used while draining
-    /// output with `process/read`, where the pushed copies are just noise).
-    drop_output_notifications: bool,
-    /// When set, notifications are kept as received text (see `next_notification_raw`).
-    raw_notifications: Option<VecDeque<Utf8Bytes>>,
 }
 
 impl Client {
@@ -52,8 +47,6 @@ impl Client {
             responses: HashMap::new(),
             raw_responses: HashMap::new(),
             raw_wanted: std::collections::HashSet::new(),
-            drop_output_notifications: false,
-            raw_notifications: None,
         })
     }
 
@@ -69,10 +62,6 @@ impl Client {
         }
         client.notify("initialized", json!({})).await?;
         Ok(client)
-    }
-
-    pub(crate) fn set_drop_output_notifications(&mut self, drop: bool) {
-        self.drop_output_notifications = drop;
     }
 
     /// Sends a request without waiting; returns its id.
@@ -162,27 +151,6 @@ impl Client {
     }
 
     /// Returns the next server notification (queued or freshly read).
-    /// Returns the next notification as received text, unparsed (the caller parses it with
-    /// borrowed strings: a `Value` copies every chunk's base64, which cost the client more
-    /// than a fast server spends producing it). From the first call on, notifications are
-    /// only delivered this way.
-    pub(crate) async fn next_notification_raw(&mut self) -> Result<Utf8Bytes> {
-        let queue = self.raw_notifications.get_or_insert_with(VecDeque::new);
-        if let Some(text) = queue.pop_front() {
-            return Ok(text);
-        }
-        loop {
-            self.pump().await?;
-            if let Some(text) = self
-                .raw_notifications
-                .as_mut()
-                .and_then(VecDeque::pop_front)
-            {
-                return Ok(text);
-            }
-        }
-    }
-
     pub(crate) async fn next_notification(&mut self) -> Result<Value> {
         loop {
             if let Some(notification) = self.notifications.pop_front() {
@@ -209,13 +177,6 @@ impl Client {
                         self.raw_responses.insert(id, text);
                         return Ok(());
                     }
-                    if let Some(queue) = &mut self.raw_notifications {
-                        let head = &text.as_bytes()[..text.len().min(96)];
-                        if contains(head, b"\"method\"") && !contains(head, b"\"id\"") {
-                            queue.push_back(text);
-                            return Ok(());
-                        }
-                    }
                     return self.file(text.as_str());
                 }
                 Message::Binary(bytes) => {
@@ -232,12 +193,6 @@ impl Client {
         if !self.raw_wanted.is_empty() {
             if let Some(id) = reply_id(text).filter(|id| self.raw_wanted.contains(id)) {
                 self.raw_responses.insert(id, text.to_string().into());
-                return Ok(());
-            }
-        }
-        if self.drop_output_notifications {
-            let head = &text.as_bytes()[..text.len().min(96)];
-            if contains(head, b"\"process/output\"") && !contains(head, b"\"id\"") {
                 return Ok(());
             }
         }
@@ -286,10 +241,6 @@ pub(crate) fn parse_reply(text: &str) -> Result<Value> {
         .get_mut("result")
         .map(Value::take)
         .unwrap_or(Value::Null))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn truncate(text: &str, max: usize) -> &str {
