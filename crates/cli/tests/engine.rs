@@ -150,4 +150,35 @@ async fn big_writes_are_decoded_off_the_reader_with_the_same_errors() {
         assert!(c.response(100 + i).await["result"].is_object());
     }
     assert_eq!(std::fs::read(&path).unwrap(), data);
+    // A big frame that is not JSON inside its params (its envelope is read without scanning
+    // them) is still answered as a malformed frame, and nothing is written.
+    let other = dir.path().join("other.bin");
+    let other_uri = format!("file://{}", other.display());
+    let text = b64(&data);
+    for params in [
+        // A raw control character, then an escape JSON does not have.
+        format!(
+            "{{\"path\":\"{other_uri}\",\"dataBase64\":\"{}\u{1}{}\"}}",
+            &text[..8],
+            &text[8..]
+        ),
+        format!(
+            r#"{{"path":"{other_uri}","dataBase64":"{}\q{}"}}"#,
+            &text[..8],
+            &text[8..]
+        ),
+        format!(r#"{{"path":"{other_uri}","dataBase64":"{text}",}}"#),
+        format!(r#"{{"path":"{other_uri}","dataBase64":"{text}","x":[1,}}"#),
+    ] {
+        c.send_text(format!(
+            r#"{{"id":300,"method":"fs/writeFile","params":{params}}}"#
+        ))
+        .await;
+        let r = c.response(-1).await;
+        assert_eq!(r["error"]["code"], -32600, "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("failed to parse"), "{message}");
+        assert!(!other.exists());
+    }
+    assert!(c.call("environment/info", json!({})).await["shell"].is_object());
 }

@@ -98,6 +98,14 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends a text frame as it is (which need not be JSON).
+    pub async fn send_text(&mut self, text: String) {
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
     /// Sends a request and returns its id.
     pub async fn request_async(&mut self, method: &str, params: Value) -> i64 {
         let id = self.next_id;
