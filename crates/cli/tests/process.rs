@@ -216,3 +216,91 @@ async fn close_stdin_extension_ends_input_after_earlier_writes() {
         .await;
     assert_eq!(r["status"], "unknownProcess");
 }
+
+#[tokio::test]
+async fn status_and_list_say_what_became_of_each_process() {
+    let server = Server::start(&["--process-retention", "1"]);
+    let (mut c, _) = server.session().await;
+    let never = c.call("process/status", json!({"processId": "nope"})).await;
+    assert_eq!(never, json!({"state": "notStarted", "lastSeq": 0}));
+    c.sh("sleeper", "echo up; exec sleep 30", json!({})).await;
+    c.sh("killed", "kill -USR1 $$", json!({"tty": true})).await;
+    c.sh("ok", "echo done; exit 3", json!({})).await;
+    c.wait_event("process/closed", "killed").await;
+    c.wait_event("process/closed", "ok").await;
+    c.wait_event("process/output", "sleeper").await;
+
+    let ok = c.call("process/status", json!({"processId": "ok"})).await;
+    assert_eq!(ok["state"], "exited", "{ok}");
+    assert_eq!(ok["exitCode"], 3);
+    assert!(ok.get("signal").is_none(), "{ok}");
+    // Output, exited, closed: three events, all retained.
+    assert_eq!(ok["lastSeq"], 3, "{ok}");
+    assert_eq!(ok["retained"], json!({"fromSeq": 1, "toSeq": 3}));
+    let killed = c
+        .call("process/status", json!({"processId": "killed"}))
+        .await;
+    assert_eq!(killed["state"], "exited");
+    assert_eq!(killed["exitCode"], 128 + 10);
+    assert_eq!(killed["signal"], 10, "{killed}");
+    let sleeper = c
+        .call("process/status", json!({"processId": "sleeper"}))
+        .await;
+    assert_eq!(sleeper["state"], "running");
+    assert!(sleeper.get("exitCode").is_none());
+    assert_eq!(sleeper["lastSeq"], 1);
+
+    let list = c.call("process/list", json!({})).await;
+    let procs = list["processes"].as_array().unwrap();
+    let ids: Vec<&str> = procs
+        .iter()
+        .map(|p| p["processId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    for id in ["sleeper", "killed", "ok"] {
+        assert!(ids.contains(&id), "{list}");
+    }
+    let s = procs.iter().find(|p| p["processId"] == "sleeper").unwrap();
+    assert_eq!(s["state"], "running");
+    assert_eq!(s["tty"], false);
+    assert_eq!(s["argv"][0], "/bin/sh");
+    assert!(s["pid"].as_i64().unwrap() > 1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let started = s["startedAt"].as_u64().unwrap();
+    assert!(started <= now_ms && now_ms - started < 60_000, "{s}");
+    let k = procs.iter().find(|p| p["processId"] == "killed").unwrap();
+    assert_eq!(
+        (k["state"].as_str(), k["tty"].as_bool()),
+        (Some("exited"), Some(true))
+    );
+
+    // Past its retention a process is forgotten: its fate is then unknown, not "never ran".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.call("process/status", json!({"processId": "ok"})).await;
+        if st["state"] == "unknown" {
+            assert_eq!(st, json!({"state": "unknown", "lastSeq": 0}));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never forgotten: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = c.call("process/list", json!({})).await;
+    assert_eq!(list["processes"].as_array().unwrap().len(), 1, "{list}");
+    // Starting the id again makes it known again.
+    let r = c.sh("ok", "exit 0", json!({})).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let again = c.call("process/status", json!({"processId": "ok"})).await;
+    assert!(
+        ["running", "exited"].contains(&again["state"].as_str().unwrap()),
+        "{again}"
+    );
+    c.call("process/terminate", json!({"processId": "sleeper"}))
+        .await;
+}

@@ -1,7 +1,7 @@
 //! Sessions: they own the process table, survive a disconnect (detached) for a TTL, and can be
 //! resumed by a new connection with `resumeSessionId`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -112,6 +112,9 @@ enum Attachment {
 pub struct Session {
     id: String,
     processes: Mutex<HashMap<String, Slot>>,
+    /// Ids of processes forgotten after their retention, so `process/status` can say it no
+    /// longer knows them rather than that they never ran.
+    forgotten: Mutex<Forgotten>,
     attachment: Mutex<(Attachment, u64)>,
     sink: watch::Sender<Option<EventSender>>,
     limits: Arc<Limits>,
@@ -119,6 +122,47 @@ pub struct Session {
     live: Arc<AtomicUsize>,
     /// Running processes of the whole server.
     server_live: Arc<AtomicUsize>,
+}
+
+/// What a session knows of a process id (see [`Session::lookup`]).
+#[derive(Debug)]
+pub enum Lookup {
+    /// Running, or exited and still retained.
+    Known(Arc<Process>),
+    /// Its `process/start` is in flight.
+    Starting,
+    /// It ran, and was forgotten after its retention.
+    Forgotten,
+    /// This session never started it (or forgot more ids since than it remembers).
+    Never,
+}
+
+/// How many forgotten process ids a session remembers, oldest dropped first.
+pub const FORGOTTEN_IDS: usize = 16_384;
+
+#[derive(Debug, Default)]
+struct Forgotten {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+impl Forgotten {
+    fn add(&mut self, id: &str) {
+        if self.ids.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+            if self.order.len() > FORGOTTEN_IDS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.ids.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
 }
 
 /// Holds one place in the running-process counts; released when the child has exited.
@@ -182,6 +226,20 @@ impl Session {
         }
     }
 
+    /// What this session knows of process `id`.
+    pub fn lookup(&self, id: &str) -> Lookup {
+        match self.table().get(id) {
+            Some(Slot::Ready(p)) => Lookup::Known(p.clone()),
+            Some(Slot::Starting) => Lookup::Starting,
+            None if self.forgotten().ids.contains(id) => Lookup::Forgotten,
+            None => Lookup::Never,
+        }
+    }
+
+    fn forgotten(&self) -> MutexGuard<'_, Forgotten> {
+        self.forgotten.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// True while `process/start` for this id is in flight.
     pub fn is_starting(&self, id: &str) -> bool {
         matches!(self.table().get(id), Some(Slot::Starting))
@@ -233,6 +291,7 @@ impl Session {
             }
             table.insert(params.process_id.clone(), Slot::Starting);
         }
+        self.forgotten().remove(&params.process_id);
         let slot = match self.reserve_live() {
             Ok(s) => s,
             Err(e) => {
@@ -315,6 +374,7 @@ async fn forget_after_retention(session: std::sync::Weak<Session>, proc: Arc<Pro
         if let Some(Slot::Ready(p)) = table.get(proc.id().as_ref()) {
             if Arc::ptr_eq(p, &proc) {
                 table.remove(proc.id().as_ref());
+                s.forgotten().add(proc.id());
             }
         }
         drop(table);
@@ -391,6 +451,7 @@ impl Sessions {
         let session = Arc::new(Session {
             id: id.clone(),
             processes: Mutex::new(HashMap::new()),
+            forgotten: Mutex::new(Forgotten::default()),
             attachment: Mutex::new((Attachment::Attached(conn), 0)),
             sink: watch::channel(Some(sink)).0,
             limits: self.limits.clone(),
@@ -469,5 +530,26 @@ impl Sessions {
         for s in sessions {
             s.shutdown();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forgotten_ids_are_bounded_oldest_first() {
+        let mut f = Forgotten::default();
+        for i in 0..=FORGOTTEN_IDS {
+            f.add(&format!("p{i}"));
+        }
+        f.add("p5"); // already there: not added twice
+        assert_eq!(f.order.len(), FORGOTTEN_IDS);
+        assert_eq!(f.ids.len(), FORGOTTEN_IDS);
+        assert!(!f.ids.contains("p0"), "the oldest went");
+        assert!(f.ids.contains("p1") && f.ids.contains(&format!("p{FORGOTTEN_IDS}")));
+        f.remove("p7");
+        assert!(!f.ids.contains("p7"));
+        assert_eq!(f.order.len(), FORGOTTEN_IDS - 1);
     }
 }

@@ -380,6 +380,86 @@ pub struct ClosedNotification {
     pub seq: u64,
 }
 
+/// `process/status` params (extension): what became of a process id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusParams {
+    /// The process.
+    pub process_id: String,
+}
+
+/// What a session knows of a process id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProcessState {
+    /// This session never started it.
+    NotStarted,
+    /// Started and not exited.
+    Running,
+    /// Exited (`exitCode` says how).
+    Exited,
+    /// The server cannot know: the id was forgotten after its retention, or its start is
+    /// still in flight.
+    Unknown,
+}
+
+/// A range of sequence numbers, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeqRange {
+    /// The first.
+    pub from_seq: u64,
+    /// The last.
+    pub to_seq: u64,
+}
+
+/// `process/status` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResult {
+    /// The state.
+    pub state: ProcessState,
+    /// Exit status, or 128 + signal number (when exited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The number of the signal that killed it (when one did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The last sequence number given out (0 before any).
+    pub last_seq: u64,
+    /// The events still retained for `process/read` (absent when none are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained: Option<SeqRange>,
+}
+
+/// One process of `process/list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessEntry {
+    /// The process.
+    pub process_id: String,
+    /// Its argv.
+    pub argv: Vec<String>,
+    /// The child's pid.
+    pub pid: i32,
+    /// Whether it has a PTY.
+    pub tty: bool,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at: u64,
+    /// `running` or `exited`.
+    pub state: ProcessState,
+    /// The events still retained for `process/read`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained: Option<SeqRange>,
+}
+
+/// `process/list` result (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListResult {
+    /// Every running or retained process of the session, oldest first.
+    pub processes: Vec<ProcessEntry>,
+}
+
 crate::method!(
     /// `process/start`.
     Start,
@@ -428,6 +508,20 @@ crate::method!(
     "process/closeStdin",
     CloseStdinParams,
     WriteResult
+);
+crate::method!(
+    /// `process/status` (extension): what became of a process id.
+    Status,
+    "process/status",
+    StatusParams,
+    StatusResult
+);
+crate::method!(
+    /// `process/list` (extension): the session's processes.
+    List,
+    "process/list",
+    crate::Empty,
+    ListResult
 );
 crate::notification!(
     /// `process/output`.

@@ -110,6 +110,8 @@ pub(crate) fn prepare(
         process::Signal::NAME => r.call::<process::Signal, _, _>("exec", proc::signal),
         process::Terminate::NAME => r.call::<process::Terminate, _, _>("exec", proc::terminate),
         process::Resize::NAME => r.call::<process::Resize, _, _>("exec", proc::resize),
+        process::Status::NAME => r.call::<process::Status, _, _>("exec", proc::status),
+        process::List::NAME => r.call::<process::List, _, _>("exec", proc::list),
         process::CloseStdin::NAME => r.call::<process::CloseStdin, _, _>("exec", proc::close_stdin),
         environment::Info::NAME => r.call_encoded::<environment::Info, _, _, _>(
             "environment info",

@@ -39,6 +39,8 @@ pub type EventSender = tokio::sync::mpsc::Sender<ProcessEvent>;
 struct State {
     log: EventLog,
     exit_code: Option<i32>,
+    /// The signal that killed the child, if one did.
+    exit_signal: Option<i32>,
     open_streams: u8,
     closed: bool,
     closed_at: Option<Instant>,
@@ -144,6 +146,7 @@ impl Process {
             state: Mutex::new(State {
                 log: EventLog::new(limits.retention_bytes),
                 exit_code: None,
+                exit_signal: None,
                 open_streams: if tty { 1 } else { 2 },
                 closed: false,
                 closed_at: None,
@@ -216,6 +219,11 @@ impl Process {
     /// The exit code once the child exited.
     pub fn exit_code(&self) -> Option<i32> {
         self.lock().exit_code
+    }
+
+    /// The signal that killed the child, once it has exited by one.
+    pub fn exit_signal(&self) -> Option<i32> {
+        self.lock().exit_signal
     }
 
     /// Exited and every stream reached EOF.
@@ -436,9 +444,10 @@ impl Process {
         self.maybe_close(&mut st);
     }
 
-    fn exited(&self, code: i32) {
+    fn exited(&self, code: i32, signal: Option<i32>) {
         let mut st = self.lock();
         st.exit_code = Some(code);
+        st.exit_signal = signal;
         self.push(&mut st, EventKind::Exited { code });
         self.maybe_close(&mut st);
     }
@@ -555,15 +564,18 @@ async fn reap(
     mut child: tokio::process::Child,
     live: crate::session::LiveSlot,
 ) {
-    let code = match child.wait().await {
-        Ok(status) => spawn::exit_code(status),
+    let (code, signal) = match child.wait().await {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            (spawn::exit_code(status), status.signal())
+        }
         Err(e) => {
             tracing::warn!(process = %proc.id, %e, "waiting for the child failed");
-            -1
+            (-1, None)
         }
     };
     drop(live);
-    proc.exited(code);
+    proc.exited(code, signal);
 }
 
 /// Pushes the process's events, in seq order, to whichever connection is attached. Events

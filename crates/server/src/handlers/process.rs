@@ -6,8 +6,9 @@ use std::time::Duration;
 use exec_server_core::process::ReadOutcome;
 use exec_server_core::session::StartError;
 use exec_server_protocol::process::{
-    CloseStdinParams, ReadParams, ResizeParams, SignalParams, StartParams, StartResult,
-    TerminateParams, TerminateResult, WriteParams, WriteResult, WriteStatus,
+    CloseStdinParams, ListResult, ProcessEntry, ProcessState, ReadParams, ResizeParams, SeqRange,
+    SignalParams, StartParams, StartResult, StatusParams, StatusResult, TerminateParams,
+    TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use exec_server_protocol::{codes, Empty};
 
@@ -113,6 +114,67 @@ pub(crate) async fn terminate(call: Call, p: TerminateParams) -> Result<Terminat
         None => false,
     };
     Ok(TerminateResult { running })
+}
+
+/// `process/status` (extension).
+pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, RpcError> {
+    use exec_server_core::session::Lookup;
+    let unknown_as = |state| StatusResult {
+        state,
+        exit_code: None,
+        signal: None,
+        last_seq: 0,
+        retained: None,
+    };
+    Ok(match call.session.lookup(&p.process_id) {
+        Lookup::Known(proc) => {
+            let (last_seq, retained) = proc.seq_info();
+            let exit_code = proc.exit_code();
+            StatusResult {
+                state: state_of(&proc),
+                exit_code,
+                signal: exit_code.and_then(|_| proc.exit_signal()),
+                last_seq,
+                retained: retained.map(seq_range),
+            }
+        }
+        Lookup::Starting | Lookup::Forgotten => unknown_as(ProcessState::Unknown),
+        Lookup::Never => unknown_as(ProcessState::NotStarted),
+    })
+}
+
+/// `process/list` (extension).
+pub(crate) async fn list(call: Call, _: Empty) -> Result<ListResult, RpcError> {
+    let mut processes: Vec<ProcessEntry> = call
+        .session
+        .processes()
+        .iter()
+        .map(|proc| ProcessEntry {
+            process_id: proc.id().to_string(),
+            argv: proc.argv().to_vec(),
+            pid: proc.pid(),
+            tty: proc.is_tty(),
+            started_at: proc
+                .started_at()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            state: state_of(proc),
+            retained: proc.seq_info().1.map(seq_range),
+        })
+        .collect();
+    processes.sort_by(|a, b| (a.started_at, &a.process_id).cmp(&(b.started_at, &b.process_id)));
+    Ok(ListResult { processes })
+}
+
+fn state_of(proc: &exec_server_core::process::Process) -> ProcessState {
+    match proc.exit_code() {
+        Some(_) => ProcessState::Exited,
+        None => ProcessState::Running,
+    }
+}
+
+fn seq_range((from_seq, to_seq): (u64, u64)) -> SeqRange {
+    SeqRange { from_seq, to_seq }
 }
 
 pub(crate) async fn resize(call: Call, p: ResizeParams) -> Result<Empty, RpcError> {
