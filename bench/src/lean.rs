@@ -301,20 +301,25 @@ impl RawConn {
 fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 14);
     frame.push(0x81);
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
+    push_len(&mut frame, 0x80, payload.len());
     frame.extend_from_slice(&MASK);
     frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
     frame
+}
+
+/// A frame's second byte (`mask_bit` with the 7-bit length) and its extended length.
+fn push_len(frame: &mut Vec<u8>, mask_bit: u8, len: usize) {
+    match len {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
 }
 
 /// `calls` sequential `environment/info` round trips after 100 warm-up calls, sorted.
@@ -341,17 +346,7 @@ mod tests {
     /// A server frame (unmasked) of `opcode` carrying `payload`.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mut f = vec![u8::from(fin) << 7 | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(n as u8),
-            n if n <= 0xffff => {
-                f.push(126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
+        push_len(&mut f, 0, payload.len());
         f.extend_from_slice(payload);
         f
     }

@@ -220,20 +220,15 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
         "sleep200" => concurrent_sleepers(url, config.sleepers).await,
         "multi-conn" => parallel_spawners(url, config.conns, config.spawns_per_conn).await,
         "notify-stream" | "read-stream" => {
-            let (url, bytes, notify) = (
-                url.to_string(),
-                config.stream_bytes,
-                name == "notify-stream",
-            );
-            tokio::task::spawn_blocking(move || {
-                if notify {
-                    notification_stream(&url, bytes)
-                } else {
-                    read_stream(&url, bytes)
-                }
-            })
-            .await
-            .context("stream measurement panicked")?
+            let measure = if name == "notify-stream" {
+                notification_stream
+            } else {
+                read_stream
+            };
+            let (url, bytes) = (url.to_string(), config.stream_bytes);
+            tokio::task::spawn_blocking(move || measure(&url, bytes))
+                .await
+                .context("stream measurement panicked")?
         }
         "fs-read" | "fs-write64" | "fs-write8" | "fs-blocks" | "fs-sandbox" => {
             let fixture = crate::fs::FsFixture::new(config.fs_dir.clone());
@@ -640,12 +635,8 @@ fn read_stream(url: &str, bytes: u64) -> Result<Figures> {
     let params = start_params(id, &["/bin/sh", "-c", &head_command(bytes)]).to_string();
     let started = Instant::now();
     conn.send_request("process/start", &params)?;
-    let reply = conn.next_reply()?;
-    if !reply.starts_with(b"{")
-        || Json::parse(reply).is_some_and(|v| v.get("error").is_some_and(|e| *e != Json::Null))
-    {
-        bail!("process/start: {}", String::from_utf8_lossy(reply));
-    }
+    // A reply: `None` from `Note::parse`, which fails on an error reply.
+    Note::parse(conn.next_reply()?).context("process/start")?;
     let mut after_seq = 0u64;
     let mut last_chunk_seq = 0u64;
     let mut missing_seqs = 0u64;

@@ -131,8 +131,9 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
             let (last_seq, retained) = proc.seq_info();
             let exit_code = proc.exit_code();
             StatusResult {
-                state: state_of(&proc),
+                state: state_of(exit_code),
                 exit_code,
+                // Read after the exit code: the child may exit in between.
                 signal: exit_code.and_then(|_| proc.exit_signal()),
                 last_seq,
                 retained: retained.map(seq_range),
@@ -158,7 +159,7 @@ pub(crate) async fn list(call: Call, _: Empty) -> Result<ListResult, RpcError> {
                 .started_at()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            state: state_of(proc),
+            state: state_of(proc.exit_code()),
             retained: proc.seq_info().1.map(seq_range),
         })
         .collect();
@@ -166,8 +167,8 @@ pub(crate) async fn list(call: Call, _: Empty) -> Result<ListResult, RpcError> {
     Ok(ListResult { processes })
 }
 
-fn state_of(proc: &exec_server_core::process::Process) -> ProcessState {
-    match proc.exit_code() {
+fn state_of(exit_code: Option<i32>) -> ProcessState {
+    match exit_code {
         Some(_) => ProcessState::Exited,
         None => ProcessState::Running,
     }
