@@ -36,6 +36,9 @@ fn sh(id: &str, script: &str) -> StartParams {
         enforce_managed_network: false,
         managed_network: None,
         network_proxy: None,
+        if_exists: None,
+        timeout_ms: None,
+        kill_grace_ms: None,
     }
 }
 

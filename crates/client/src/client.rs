@@ -470,6 +470,8 @@ impl Inner {
         let params = InitializeParams {
             client_name: self.options.client_name.clone(),
             resume_session_id: resume,
+            replay_after: None,
+            heartbeat_ms: None,
         };
         let timeout = self.options.initialize_timeout;
         let result = tokio::time::timeout(timeout, request::<Initialize>(&self, &conn, &params))

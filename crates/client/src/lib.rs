@@ -49,6 +49,9 @@
 //!             enforce_managed_network: false,
 //!             managed_network: None,
 //!             network_proxy: None,
+//!             if_exists: None,
+//!             timeout_ms: None,
+//!             kill_grace_ms: None,
 //!         })
 //!         .await?;
 //!     while let Some(event) = process.events().next_event().await {

@@ -289,6 +289,7 @@ impl ProcessControl {
         let params = SignalParams {
             process_id: self.id.clone(),
             signal,
+            op_id: None,
         };
         self.client.call_retrying::<process::Signal>(params).await?;
         Ok(())
@@ -298,6 +299,7 @@ impl ProcessControl {
     pub async fn terminate(&self) -> Result<bool, ClientError> {
         let params = TerminateParams {
             process_id: self.id.clone(),
+            op_id: None,
         };
         Ok(self
             .client

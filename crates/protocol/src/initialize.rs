@@ -13,6 +13,15 @@ pub struct InitializeParams {
     /// Resume this detached session instead of creating one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// With `resumeSessionId` (extension): for each process, the last seq the client has; the
+    /// resumed session pushes that process's notifications again from the next one (a
+    /// `process/gap` first when some were evicted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_after: Option<std::collections::HashMap<String, u64>>,
+    /// Opt in to `process/heartbeat` every this many milliseconds (extension; 100 to
+    /// 3,600,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
 }
 
 /// Result of `initialize`.

@@ -126,6 +126,27 @@ pub struct StartParams {
     /// Launch a managed network proxy for the process (shape not pinned; kept raw).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_proxy: Option<serde_json::Value>,
+    /// What to do when `processId` is taken (extension): absent, a duplicate is an error as
+    /// upstream; `attach` answers the existing process when the request is the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_exists: Option<IfExists>,
+    /// Deadline (extension): milliseconds after the start, on the monotonic clock, at which the
+    /// whole process tree gets SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Grace after the deadline's SIGTERM before SIGKILL (extension; default 5,000 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_grace_ms: Option<u64>,
+}
+
+/// `process/start` `ifExists` (extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IfExists {
+    /// The id's existing process, when argv, cwd, env, tty and sandbox are the same.
+    Attach,
+    /// A duplicate id is an error (the default).
+    Error,
 }
 
 /// The sandbox a process runs under.
@@ -153,6 +174,9 @@ pub struct StartResult {
     /// The sandbox applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_type: Option<SandboxType>,
+    /// The answer is an existing process (`ifExists: "attach"`; extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attached: bool,
 }
 
 /// An output stream.
@@ -304,6 +328,10 @@ pub struct SignalParams {
     pub process_id: String,
     /// The signal.
     pub signal: ProcessSignal,
+    /// Operation id (extension): a retried id is answered as the first time and never
+    /// applied twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
 }
 
 /// Params of `process/terminate`.
@@ -312,6 +340,9 @@ pub struct SignalParams {
 pub struct TerminateParams {
     /// The process.
     pub process_id: String,
+    /// Operation id (extension), as for `process/signal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_id: Option<String>,
 }
 
 /// Result of `process/terminate`.
@@ -368,6 +399,9 @@ pub struct ExitedNotification {
     /// The failure was a sandbox denial.
     #[serde(default)]
     pub sandbox_denied: bool,
+    /// Killed by its `timeoutMs` deadline (extension).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 /// `process/closed` params.
@@ -378,6 +412,35 @@ pub struct ClosedNotification {
     pub process_id: String,
     /// The shared per-process sequence number (the highest).
     pub seq: u64,
+}
+
+/// `process/gap` params (extension): a replay after a resume started before what is retained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GapNotification {
+    /// The process.
+    pub process_id: String,
+    /// The evicted seq range and the output bytes it held.
+    #[serde(flatten)]
+    pub gap: Gap,
+}
+
+/// One process of a `process/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatEntry {
+    /// The process.
+    pub process_id: String,
+    /// The last sequence number given out.
+    pub last_seq: u64,
+}
+
+/// `process/heartbeat` params (extension).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatNotification {
+    /// Every running process of the session.
+    pub processes: Vec<HeartbeatEntry>,
 }
 
 /// `process/status` params (extension): what became of a process id.
@@ -430,6 +493,9 @@ pub struct StatusResult {
     /// The events still retained for `process/read` (absent when none are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained: Option<SeqRange>,
+    /// Killed by its `timeoutMs` deadline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 /// One process of `process/list`.
@@ -451,6 +517,18 @@ pub struct ProcessEntry {
     /// The events still retained for `process/read`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained: Option<SeqRange>,
+    /// The session it belongs to (only in an `allSessions` list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// `process/list` params (extension).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListParams {
+    /// Every session's processes, not only this one's (admin connections only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_sessions: bool,
 }
 
 /// `process/list` result (extension).
@@ -520,7 +598,7 @@ crate::method!(
     /// `process/list` (extension): the session's processes.
     List,
     "process/list",
-    crate::Empty,
+    ListParams,
     ListResult
 );
 crate::notification!(
@@ -534,6 +612,18 @@ crate::notification!(
     Exited,
     "process/exited",
     ExitedNotification
+);
+crate::notification!(
+    /// `process/gap` (extension): events of a replay that were evicted.
+    GapNote,
+    "process/gap",
+    GapNotification
+);
+crate::notification!(
+    /// `process/heartbeat` (extension): the last seq of each running process.
+    Heartbeat,
+    "process/heartbeat",
+    HeartbeatNotification
 );
 crate::notification!(
     /// `process/closed`.

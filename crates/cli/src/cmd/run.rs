@@ -111,6 +111,9 @@ pub(crate) fn start_params(
         enforce_managed_network: false,
         managed_network: None,
         network_proxy: None,
+        if_exists: None,
+        timeout_ms: None,
+        kill_grace_ms: None,
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 use exec_server_core::process::ReadOutcome;
 use exec_server_core::session::StartError;
 use exec_server_protocol::process::{
-    CloseStdinParams, ListResult, ProcessEntry, ProcessState, ReadParams, ResizeParams, SeqRange,
-    SignalParams, StartParams, StartResult, StatusParams, StatusResult, TerminateParams,
+    CloseStdinParams, ListParams, ListResult, ProcessEntry, ProcessState, ReadParams, ResizeParams,
+    SeqRange, SignalParams, StartParams, StartResult, StatusParams, StatusResult, TerminateParams,
     TerminateResult, WriteParams, WriteResult, WriteStatus,
 };
 use exec_server_protocol::{codes, Empty};
@@ -23,6 +23,7 @@ pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, Rpc
     Ok(StartResult {
         process_id: p.process_id,
         sandbox_type: Some(sandbox_type),
+        attached: false,
     })
 }
 
@@ -125,6 +126,7 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
         signal: None,
         last_seq: 0,
         retained: None,
+        timed_out: false,
     };
     Ok(match call.session.lookup(&p.process_id) {
         Lookup::Known(proc) => {
@@ -137,6 +139,7 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
                 signal: exit_code.and_then(|_| proc.exit_signal()),
                 last_seq,
                 retained: retained.map(seq_range),
+                timed_out: false,
             }
         }
         Lookup::Starting | Lookup::Forgotten => unknown_as(ProcessState::Unknown),
@@ -145,7 +148,7 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
 }
 
 /// `process/list` (extension).
-pub(crate) async fn list(call: Call, _: Empty) -> Result<ListResult, RpcError> {
+pub(crate) async fn list(call: Call, _: ListParams) -> Result<ListResult, RpcError> {
     let mut processes: Vec<ProcessEntry> = call
         .session
         .processes()
@@ -161,6 +164,7 @@ pub(crate) async fn list(call: Call, _: Empty) -> Result<ListResult, RpcError> {
                 .map_or(0, |d| d.as_millis() as u64),
             state: state_of(proc.exit_code()),
             retained: proc.seq_info().1.map(seq_range),
+            session_id: None,
         })
         .collect();
     processes.sort_by(|a, b| (a.started_at, &a.process_id).cmp(&(b.started_at, &b.process_id)));
