@@ -44,8 +44,8 @@ struct Args {
     /// Rounds per server (servers alternate: ours, upstream, ours, ...).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Comma-separated measurements to run: idle-rss, rpc, rpc-awake, spawn, sleep200, multi-conn,
-    /// notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks, fs-sandbox
+    /// Comma-separated measurements to run: idle-rss, retained-rss, rpc, rpc-awake, spawn,
+    /// sleep200, multi-conn, notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks, fs-sandbox
     /// (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -49,6 +49,15 @@ pub(crate) const MEASURES: &[Measure] = &[
         timeout: Duration::from_secs(30),
     },
     Measure {
+        name: "retained-rss",
+        figures: &[fig(
+            "retained_rss_mib_per_process",
+            "RSS per process with 64 MiB of output delivered and retained (MiB)",
+            Better::Lower,
+        )],
+        timeout: Duration::from_secs(120),
+    },
+    Measure {
         name: "rpc",
         figures: &[
             fig("rpc_p50_us", "rpc round trip p50 (µs)", Better::Lower),
@@ -211,6 +220,7 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
     let url = server.url.as_str();
     match name {
         "idle-rss" => idle_rss(server).await,
+        "retained-rss" => retained_rss(server).await,
         "rpc" => rpc_round_trip(url, config.rpc_calls, "rpc").await,
         "rpc-awake" => {
             let _spinners = server::Spinners::start().await?;
@@ -287,6 +297,33 @@ async fn idle_rss(server: &Server) -> Result<Figures> {
         .context("cannot find the server pid (no local listener on its port)")?;
     let kib = server::rss_kib(pid)?;
     Ok(vec![("rss_kib", kib as f64)])
+}
+
+/// What retention costs: 4 processes each write 64 MiB, every byte is pushed to the client,
+/// and the server's RSS growth over its idle RSS is divided by 4. Our server keeps the last
+/// 64 MiB of each for replay (`--retention-per-process`); upstream keeps what its own bound
+/// allows.
+async fn retained_rss(server: &Server) -> Result<Figures> {
+    const PROCESSES: usize = 4;
+    let pid = server
+        .pid()
+        .context("cannot find the server pid (no local listener on its port)")?;
+    let mut client = Client::connect_initialized(&server.url).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server::rss_kib(pid)?;
+    for i in 0..PROCESSES {
+        let id = format!("retained-{i}");
+        client
+            .call(
+                "process/start",
+                start_params(&id, &["head", "-c", "67108864", "/dev/zero"]),
+            )
+            .await?;
+        wait_closed(&mut client, &id).await?;
+    }
+    let after = server::rss_kib(pid)?;
+    let per = after.saturating_sub(before) as f64 / 1024.0 / PROCESSES as f64;
+    Ok(vec![("retained_rss_mib_per_process", per)])
 }
 
 /// `prefix` names the figures (`rpc` or `rpc_awake`).

@@ -208,7 +208,7 @@ async fn killing_the_connection_mid_stream_loses_and_duplicates_nothing() {
                     cuts += 1;
                 }
             }
-            ProcessEvent::Exited { seq, exit_code } => {
+            ProcessEvent::Exited { seq, exit_code, .. } => {
                 seqs.push(seq);
                 code = Some(exit_code);
             }

@@ -78,7 +78,27 @@ async fn a_client_streaming_with_reads_alone_loses_nothing() {
     // returned counts as delivered: with 1 MiB of retention, 48 MiB arrive through reads.
     let server = Server::start(&["--retention-per-process", "1048576"]);
     let (mut c, _) = server.session().await;
-    c.sh("big", "head -c 50331648 /dev/zero", json!({})).await;
+    // The child waits for a line on stdin, so the first read (which puts the process in
+    // reader mode) comes before any output: pushed output that no read asked for may be
+    // evicted, which is what the other tests check.
+    c.sh(
+        "big",
+        "read go; head -c 50331648 /dev/zero",
+        json!({"pipeStdin": true}),
+    )
+    .await;
+    let r = c
+        .call(
+            "process/read",
+            json!({"processId": "big", "afterSeq": 0, "waitMs": 1}),
+        )
+        .await;
+    assert!(r.get("gap").is_none());
+    c.call(
+        "process/write",
+        json!({"processId": "big", "chunk": "Z28K", "writeId": "go"}),
+    )
+    .await;
     let mut after = 0u64;
     let mut total = 0usize;
     loop {

@@ -39,9 +39,17 @@ pub struct ConnectOptions {
     pub initialize_timeout: Duration,
     /// Reconnect and resume when the connection drops. When false, a drop closes the client.
     pub reconnect: bool,
-    /// How long to keep trying to resume after a drop (the server keeps a detached session
-    /// for 80 s by default).
+    /// How long to keep trying to resume after a drop (default 120 s: over a half-open link
+    /// the server may take 65 s to notice the peer is gone, then keeps the detached session
+    /// for 80 s; until it notices, a resume is answered `-32010` and retried).
     pub recovery_timeout: Duration,
+    /// Ask for `process/heartbeat` every this long (an extension of this server, 100 ms to
+    /// 1 h; `None`, the default, asks for none). Once a heartbeat has arrived on a connection,
+    /// a link silent for three intervals is taken for dead and replaced (reconnect, resume,
+    /// catch up), and a process the heartbeats show output for while nothing of it arrived
+    /// for a whole interval is read again from its cursor. A server without heartbeats sends
+    /// none, and then neither check runs.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for ConnectOptions {
@@ -50,7 +58,8 @@ impl Default for ConnectOptions {
             client_name: "exec-server-client".into(),
             initialize_timeout: Duration::from_secs(10),
             reconnect: true,
-            recovery_timeout: Duration::from_secs(60),
+            recovery_timeout: Duration::from_secs(120),
+            heartbeat: None,
         }
     }
 }
@@ -63,7 +72,9 @@ type Reply = Result<(String, std::ops::Range<usize>), ErrorObject>;
 pub(crate) struct Conn {
     out: mpsc::Sender<String>,
     pending: Mutex<HashMap<i64, oneshot::Sender<Reply>>>,
-    closed: CancellationToken,
+    pub(crate) closed: CancellationToken,
+    /// `process/heartbeat`s received (the link's silence is watched only once there was one).
+    heartbeats: AtomicU64,
 }
 
 impl Conn {
@@ -434,8 +445,17 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 }
 
 impl Inner {
+    /// Sends one request on `conn` and waits for its reply.
+    pub(crate) async fn request<M: Method>(
+        &self,
+        conn: &Arc<Conn>,
+        params: &M::Params,
+    ) -> Result<M::Result, ClientError> {
+        request::<M>(self, conn, params).await
+    }
+
     /// Waits until connected; fails once closed.
-    async fn connected(&self) -> Result<Arc<Conn>, ClientError> {
+    pub(crate) async fn connected(&self) -> Result<Arc<Conn>, ClientError> {
         let mut rx = self.state.subscribe();
         loop {
             if self.shutdown.is_cancelled() {
@@ -459,19 +479,24 @@ impl Inner {
         let Link {
             out,
             incoming,
+            closed,
             _guard,
         } = link;
         let conn = Arc::new(Conn {
             out,
             pending: Mutex::new(HashMap::new()),
-            closed: CancellationToken::new(),
+            closed,
+            heartbeats: AtomicU64::new(0),
         });
         tokio::spawn(self.clone().read_loop(conn.clone(), incoming, _guard));
         let params = InitializeParams {
             client_name: self.options.client_name.clone(),
             resume_session_id: resume,
             replay_after: None,
-            heartbeat_ms: None,
+            heartbeat_ms: self
+                .options
+                .heartbeat
+                .map(|d| (d.as_millis() as u64).clamp(100, 3_600_000)),
         };
         let timeout = self.options.initialize_timeout;
         let result = tokio::time::timeout(timeout, request::<Initialize>(&self, &conn, &params))
@@ -505,13 +530,26 @@ impl Inner {
         mut incoming: futures::stream::BoxStream<'static, String>,
         guard: Option<Box<dyn Send + Sync>>,
     ) {
+        // The silence after which a link that sent heartbeats is taken for dead.
+        let silence = self.options.heartbeat.map(|d| d * 3);
+        let mut last_message = tokio::time::Instant::now();
         loop {
+            let heard = conn.heartbeats.load(Ordering::Relaxed) > 0;
+            let deadline = last_message + silence.unwrap_or_default();
             let msg = tokio::select! {
                 m = incoming.next() => m,
                 _ = conn.closed.cancelled() => None,
                 _ = self.shutdown.cancelled() => None,
+                _ = tokio::time::sleep_until(deadline), if heard && silence.is_some() => {
+                    tracing::warn!(
+                        silent_ms = last_message.elapsed().as_millis() as u64,
+                        "no message (not even a heartbeat) from the server; reconnecting"
+                    );
+                    None
+                }
             };
             let Some(msg) = msg else { break };
+            last_message = tokio::time::Instant::now();
             if let Some(d) = self.route(&conn, msg) {
                 // Back-pressure: wait until the body's reader has room (HTTP_ROUTE_DELTAS).
                 let done = d.delta.done;
@@ -556,7 +594,7 @@ impl Inner {
         }
     }
 
-    fn route(&self, conn: &Conn, msg: String) -> Option<HttpDelivery> {
+    fn route(self: &Arc<Self>, conn: &Arc<Conn>, msg: String) -> Option<HttpDelivery> {
         if let Some((id, range)) = fast_success(&msg) {
             if let Some(tx) = conn.pending().remove(&id) {
                 let _ = tx.send(Ok((msg, range)));
@@ -571,7 +609,7 @@ impl Inner {
             }
         };
         if let Some(method) = env.method {
-            return self.notification(&method, env.params);
+            return self.notification(conn, &method, env.params);
         }
         let id = env.id.and_then(|n| n.as_i64())?;
         let reply = match (env.result, env.error) {
@@ -596,7 +634,12 @@ impl Inner {
     }
 
     /// Handles a notification; a body delta is returned for the reader to deliver.
-    fn notification(&self, method: &str, params: Option<&RawValue>) -> Option<HttpDelivery> {
+    fn notification(
+        self: &Arc<Self>,
+        conn: &Arc<Conn>,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Option<HttpDelivery> {
         use exec_server_protocol::Notification as _;
         let text = params.map(RawValue::get).unwrap_or("null");
         if method == process::Output::NAME {
@@ -626,8 +669,38 @@ impl Inner {
                     ProcessEvent::Exited {
                         seq: p.seq,
                         exit_code: p.exit_code,
+                        timed_out: p.timed_out,
                     },
                 );
+            }
+        } else if method == process::Heartbeat::NAME {
+            if let Ok(p) = serde_json::from_str::<process::HeartbeatNotification>(text) {
+                conn.heartbeats.fetch_add(1, Ordering::Relaxed);
+                let stalled: Vec<String> = {
+                    let mut routes = lock(&self.routes);
+                    p.processes
+                        .iter()
+                        .filter(|e| {
+                            routes
+                                .get_mut(&e.process_id)
+                                .is_some_and(|r| r.heartbeat(e.last_seq))
+                        })
+                        .map(|e| e.process_id.clone())
+                        .collect()
+                };
+                for id in stalled {
+                    tracing::debug!(process = %id, "stream stalled; reading from its cursor");
+                    let (this, conn) = (self.clone(), conn.clone());
+                    tokio::spawn(async move { this.catch_up_one(&conn, &id).await });
+                }
+            }
+        } else if method == process::GapNote::NAME {
+            // A replay after a resume that started before what the server retains.
+            if let Ok(p) = serde_json::from_str::<process::GapNotification>(text) {
+                let mut routes = lock(&self.routes);
+                if let Some(route) = routes.get_mut(&p.process_id) {
+                    route.offer(p.gap.from_seq, p.gap.to_seq, Err(lost(&p.gap)));
+                }
             }
         } else if method == process::Closed::NAME {
             if let Ok(p) = serde_json::from_str::<process::ClosedNotification>(text) {
@@ -739,9 +812,22 @@ impl Inner {
         }
     }
 
-    /// Re-reads each live process from the last seq it delivered.
+    /// Re-reads one process from the last seq it delivered, on the current connection (once
+    /// its start is settled).
+    pub(crate) async fn catch_up_process(self: Arc<Self>, id: String) {
+        if let Ok(conn) = self.connected().await {
+            self.catch_up_one(&conn, &id).await;
+        }
+    }
+
+    /// Re-reads each live process from the last seq it delivered (not those whose start is
+    /// still unsettled: `Client::start_process` catches them up).
     async fn catch_up(self: Arc<Self>, conn: Arc<Conn>) {
-        let ids: Vec<String> = lock(&self.routes).keys().cloned().collect();
+        let ids: Vec<String> = lock(&self.routes)
+            .iter()
+            .filter(|(_, r)| !r.starting)
+            .map(|(id, _)| id.clone())
+            .collect();
         let tasks = ids.into_iter().map(|id| {
             let this = self.clone();
             let conn = conn.clone();
@@ -776,11 +862,30 @@ impl Inner {
                 Err(_) => return, // The connection dropped again; the next catch-up retries.
             };
             let more = !r.chunks.is_empty() && !r.closed;
+            // `process/read` does not say whether the exit was the deadline's; the status does
+            // (false from a server without it).
+            let timed_out = if r.exited && r.next_seq > after + 1 {
+                match request::<process::Status>(
+                    self,
+                    conn,
+                    &process::StatusParams {
+                        process_id: id.to_string(),
+                    },
+                )
+                .await
+                {
+                    Ok(s) => s.timed_out,
+                    Err(ClientError::Rpc(_)) => false,
+                    Err(_) => return, // The connection dropped again.
+                }
+            } else {
+                false
+            };
             let mut routes = lock(&self.routes);
             let Some(route) = routes.get_mut(id) else {
                 return;
             };
-            feed_read(route, after, &r);
+            feed_read(route, after, &r, timed_out);
             if route.is_done() {
                 routes.remove(id);
                 return;
@@ -792,21 +897,22 @@ impl Inner {
     }
 }
 
+/// The error a reported gap becomes.
+fn lost(gap: &process::Gap) -> ClientError {
+    ClientError::OutputLost {
+        from_seq: gap.from_seq,
+        to_seq: gap.to_seq,
+        bytes: gap.bytes,
+    }
+}
+
 /// Feeds a `process/read` reply into a route: its chunks, the gap it reports, and the exit and
 /// close events, whose seqs are the ones in `(after, nextSeq)` no chunk took (the close is
-/// always the last seq).
-pub(crate) fn feed_read(route: &mut Route, after: u64, r: &ReadResult) {
+/// always the last seq). `timed_out` goes on the exit event.
+pub(crate) fn feed_read(route: &mut Route, after: u64, r: &ReadResult, timed_out: bool) {
     let mut cursor = after;
     if let Some(gap) = &r.gap {
-        route.offer(
-            gap.from_seq,
-            gap.to_seq,
-            Err(ClientError::OutputLost {
-                from_seq: gap.from_seq,
-                to_seq: gap.to_seq,
-                bytes: gap.bytes,
-            }),
-        );
+        route.offer(gap.from_seq, gap.to_seq, Err(lost(gap)));
         cursor = cursor.max(gap.to_seq);
     }
     let synth = |route: &mut Route, from: u64, to: u64| {
@@ -817,6 +923,7 @@ pub(crate) fn feed_read(route: &mut Route, after: u64, r: &ReadResult) {
                 ProcessEvent::Exited {
                     seq: s,
                     exit_code: r.exit_code.unwrap_or(-1),
+                    timed_out,
                 }
             };
             if r.exited {
@@ -872,7 +979,7 @@ mod tests {
             sandbox_denied: false,
             gap: None,
         };
-        feed_read(&mut route, 1, &r);
+        feed_read(&mut route, 1, &r, true);
         assert!(route.is_done());
         let mut seen = Vec::new();
         while let Some(ev) = events.next_event().await {
@@ -882,11 +989,15 @@ mod tests {
             .iter()
             .map(|e| match e {
                 ProcessEvent::Output { seq, .. } => format!("o{seq}"),
-                ProcessEvent::Exited { seq, exit_code } => format!("x{seq}={exit_code}"),
+                ProcessEvent::Exited {
+                    seq,
+                    exit_code,
+                    timed_out,
+                } => format!("x{seq}={exit_code}{}", if *timed_out { "t" } else { "" }),
                 ProcessEvent::Closed { seq } => format!("c{seq}"),
             })
             .collect();
-        assert_eq!(kinds, ["o1", "o2", "x3=9", "o4", "o5", "c6"]);
+        assert_eq!(kinds, ["o1", "o2", "x3=9t", "o4", "o5", "c6"]);
     }
 
     fn out(seq: u64) -> crate::process::ProcessEvent {

@@ -54,6 +54,14 @@ pub enum ClientError {
         /// Output bytes lost.
         bytes: u64,
     },
+    /// The connection dropped before the reply to `process/start`, and the server could not
+    /// tell afterwards whether the process ran (`process/status` kept answering `unknown`: the
+    /// id was forgotten after its retention). The start was not sent again.
+    #[error("cannot tell whether process {process_id} started: the server no longer knows the id, so it was not started again")]
+    StartOutcomeUnknown {
+        /// The process id.
+        process_id: String,
+    },
     /// A local I/O failure (reading a local file, the terminal, ...).
     #[error("{0}")]
     Io(Arc<io::Error>),
@@ -79,6 +87,7 @@ impl ClientError {
             ClientError::Closed => io::ErrorKind::NotConnected,
             ClientError::Timeout { .. } => io::ErrorKind::TimedOut,
             ClientError::Protocol(_) | ClientError::OutputLost { .. } => io::ErrorKind::InvalidData,
+            ClientError::StartOutcomeUnknown { .. } => io::ErrorKind::Other,
             ClientError::Io(e) => e.kind(),
         }
     }

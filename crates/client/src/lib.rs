@@ -8,7 +8,9 @@
 //! * When the connection drops the client reconnects, resumes its session and re-reads every
 //!   live process from the last seq it delivered: process output reaches the caller once, in
 //!   order, with nothing lost (within the server's retention). Writes to stdin are retried
-//!   with the same `writeId`, so they take effect once.
+//!   with the same `writeId`, signals with the same `opId`, so they take effect once; a
+//!   `process/start` whose reply was lost is settled with `process/status` and
+//!   `ifExists: "attach"`, so the command runs once ([`Client::start_process`]).
 //! * [`RemoteProcess`] gives a process's events as a `Stream`; [`files::ReadStream`] reads a
 //!   file as a `Stream` of blocks with several reads in flight.
 //! * [`environment`]: traits for processes, the filesystem and HTTP with a local and a remote

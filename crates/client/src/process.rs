@@ -8,10 +8,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use exec_server_protocol::bytes::Base64;
+use exec_server_protocol::codes;
 use exec_server_protocol::process::{
-    self, ProcessSignal, ResizeParams, SignalParams, StartParams, Stream, TerminateParams,
-    WriteParams, WriteStatus,
+    self, IfExists, ProcessSignal, ProcessState, ResizeParams, SignalParams, StartParams,
+    StatusParams, Stream, TerminateParams, WriteParams, WriteStatus,
 };
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::client::{lock, Client};
@@ -35,6 +37,9 @@ pub enum ProcessEvent {
         seq: u64,
         /// Exit status, or 128 + signal number.
         exit_code: i32,
+        /// Killed by its `timeoutMs` deadline (`StartParams::timeout_ms`, an extension of
+        /// this server; always false from a server without it).
+        timed_out: bool,
     },
     /// The process exited and every output stream reached EOF; the last event.
     Closed {
@@ -98,6 +103,13 @@ pub struct Route {
     /// Dropped once the close was handed on, which ends the stream.
     tx: Option<mpsc::UnboundedSender<Item>>,
     done: bool,
+    /// Its `process/start` is not yet known to have run: the catch-up after a reconnect
+    /// leaves it alone (a read would fail on an id the server does not know yet), and
+    /// [`Client::start_process`] catches it up once the start is settled.
+    pub(crate) starting: bool,
+    /// At the last heartbeat: the server's last seq and what had been delivered, when the
+    /// server was ahead.
+    behind: Option<(u64, u64)>,
 }
 
 impl Route {
@@ -110,6 +122,8 @@ impl Route {
                 buffer: BTreeMap::new(),
                 tx: Some(tx),
                 done: false,
+                starting: false,
+                behind: None,
             },
             ProcessEvents { rx },
         )
@@ -147,6 +161,15 @@ impl Route {
         }
     }
 
+    /// Takes a heartbeat's last seq for this process; true when the stream stalled: the server
+    /// was already ahead at the previous heartbeat and nothing was delivered since.
+    pub(crate) fn heartbeat(&mut self, last_seq: u64) -> bool {
+        let stalled =
+            matches!(self.behind, Some((ahead, at)) if at == self.delivered && ahead > at);
+        self.behind = (last_seq > self.delivered && !stalled).then_some((last_seq, self.delivered));
+        stalled && !self.starting
+    }
+
     /// Ends the stream with an error.
     pub fn fail(self, e: ClientError) {
         if let Some(tx) = &self.tx {
@@ -161,16 +184,32 @@ pub struct RemoteProcess {
     client: Client,
     id: String,
     events: ProcessEvents,
+    attached: bool,
 }
+
+/// How long [`Client::start_process`] waits for a server that answers `process/status` with
+/// `unknown` (its first `process/start` is still being carried out) before giving up.
+const UNKNOWN_START_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Client {
     /// Starts a process (`process/start`) and returns its handle. The route for its events is
-    /// registered before the request goes out, so no early output is missed. If the
-    /// connection drops during the start, the start is sent again after the resume; a reply of
-    /// "already exists" then means the first one ran.
+    /// registered before the request goes out, so no early output is missed.
+    ///
+    /// Retry-safe: if the connection drops before the reply, the outcome is ambiguous (the
+    /// server may or may not have started it). After the resume the client asks
+    /// `process/status`: for `notStarted`, `running` or `exited` it sends the same params again
+    /// with `ifExists: "attach"`, which starts the process if it did not run and otherwise
+    /// answers the existing one (only when argv, cwd, env, tty and sandbox are the same; a
+    /// different process under the id is an error, never taken for ours). The command therefore
+    /// runs once. `unknown` (the start is still being carried out) is asked again for up to
+    /// 10 s; an id the server has forgotten gives [`ClientError::StartOutcomeUnknown`] and
+    /// nothing is sent again. A server without these extensions (upstream answers
+    /// `process/status` with `-32601`) gets the params again, and its "already exists" reply
+    /// counts as success.
     pub async fn start_process(&self, params: StartParams) -> Result<RemoteProcess, ClientError> {
         let id = params.process_id.clone();
-        let (route, events) = Route::new();
+        let (mut route, events) = Route::new();
+        route.starting = true;
         {
             let mut routes = lock(&self.inner.routes);
             if routes.contains_key(&id) {
@@ -181,28 +220,81 @@ impl Client {
             }
             routes.insert(id.clone(), route);
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.call::<process::Start>(params.clone()).await {
-                Ok(_) => break,
-                Err(ClientError::Disconnected) => continue,
-                Err(ClientError::Rpc(e))
-                    if attempt > 1 && e.message == format!("process {id} already exists") =>
-                {
-                    break
-                }
-                Err(e) => {
-                    lock(&self.inner.routes).remove(&id);
-                    return Err(e);
-                }
+        let (attached, conn) = match self.settle_start(params).await {
+            Ok(started) => started,
+            Err(e) => {
+                lock(&self.inner.routes).remove(&id);
+                return Err(e);
             }
+        };
+        if let Some(route) = lock(&self.inner.routes).get_mut(&id) {
+            route.starting = false;
+        }
+        // The catch-up of a reconnect skipped this route while its start was unsettled, and an
+        // attached process may have produced output no connection of ours saw: read it from
+        // the start (the route drops what it already has), beside the caller's reading.
+        if attached || conn.closed.is_cancelled() {
+            tokio::spawn(self.inner.clone().catch_up_process(id.clone()));
         }
         Ok(RemoteProcess {
             client: self.clone(),
             id,
             events,
+            attached,
         })
+    }
+
+    /// Sends `process/start` until its outcome is known; returns whether the answer is a
+    /// process an earlier attempt started, and the connection that answered.
+    async fn settle_start(
+        &self,
+        params: StartParams,
+    ) -> Result<(bool, std::sync::Arc<crate::client::Conn>), ClientError> {
+        let id = params.process_id.clone();
+        let conn = self.inner.connected().await?;
+        match self.inner.request::<process::Start>(&conn, &params).await {
+            Ok(r) => return Ok((r.attached, conn)),
+            Err(ClientError::Disconnected) => {}
+            Err(e) => return Err(e),
+        }
+        let mut again = params;
+        again.if_exists = Some(IfExists::Attach);
+        let mut unknown_since: Option<tokio::time::Instant> = None;
+        loop {
+            // Waits for the resume.
+            let conn = self.inner.connected().await?;
+            let status = StatusParams {
+                process_id: id.clone(),
+            };
+            match self.inner.request::<process::Status>(&conn, &status).await {
+                Ok(s) if s.state == ProcessState::Unknown => {
+                    let since = *unknown_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= UNKNOWN_START_PATIENCE {
+                        return Err(ClientError::StartOutcomeUnknown { process_id: id });
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                // notStarted: start it; running or exited: attach to it.
+                Ok(_) => {}
+                Err(ClientError::Disconnected) => continue,
+                // A server without process/status (upstream: -32601): today's rule below.
+                Err(ClientError::Rpc(e)) if e.code == codes::METHOD_NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+            match self.inner.request::<process::Start>(&conn, &again).await {
+                Ok(r) => return Ok((r.attached, conn)),
+                Err(ClientError::Disconnected) => continue,
+                // A server that ignores ifExists: the id is taken, so a start of ours ran.
+                Err(ClientError::Rpc(e))
+                    if e.code == codes::INVALID_REQUEST
+                        && e.message == format!("process {id} already exists") =>
+                {
+                    return Ok((true, conn))
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A process id unique to this client.
@@ -215,6 +307,14 @@ impl RemoteProcess {
     /// The process id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// True when the connection dropped during the start and the process found afterwards is
+    /// the one the lost attempt started (the server answered `attached`, or an upstream
+    /// server said the id already exists): the command ran once, and its output is read from
+    /// the beginning.
+    pub fn attached(&self) -> bool {
+        self.attached
     }
 
     /// Its events.
@@ -284,22 +384,25 @@ impl ProcessControl {
             .status)
     }
 
-    /// Sends a signal to the process group.
+    /// Sends a signal to the process group. The call carries a fresh `opId` and is sent again
+    /// with the same id after a reconnect, so the signal is delivered once (by a server with
+    /// operation ids; upstream ignores the field and may deliver a retried signal twice).
     pub async fn signal(&self, signal: ProcessSignal) -> Result<(), ClientError> {
         let params = SignalParams {
             process_id: self.id.clone(),
             signal,
-            op_id: None,
+            op_id: Some(self.client.unique("op")),
         };
         self.client.call_retrying::<process::Signal>(params).await?;
         Ok(())
     }
 
-    /// Kills the process tree; returns whether it was running.
+    /// Kills the process tree; returns whether it was running. Retried after a reconnect with
+    /// the same `opId`, so a retry gets the first answer.
     pub async fn terminate(&self) -> Result<bool, ClientError> {
         let params = TerminateParams {
             process_id: self.id.clone(),
-            op_id: None,
+            op_id: Some(self.client.unique("op")),
         };
         Ok(self
             .client
@@ -350,6 +453,26 @@ mod tests {
             });
         }
         assert_eq!(seqs, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn heartbeats_flag_a_stream_that_stopped_moving() {
+        let (mut r, _events) = Route::new();
+        assert!(!r.heartbeat(0), "nothing to receive");
+        assert!(!r.heartbeat(3), "ahead once: not yet a stall");
+        r.offer(1, 1, out(1));
+        assert!(!r.heartbeat(5), "it moved since");
+        assert!(r.heartbeat(5), "ahead for a whole interval without moving");
+        assert!(!r.heartbeat(5), "reported once, then watched again");
+        for s in 2..=5 {
+            r.offer(s, s, out(s));
+        }
+        assert!(!r.heartbeat(5) && !r.heartbeat(5), "caught up");
+        r.starting = true;
+        assert!(
+            !r.heartbeat(7) && !r.heartbeat(7),
+            "not while its start is unsettled"
+        );
     }
 
     #[tokio::test]

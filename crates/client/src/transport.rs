@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 
@@ -92,6 +93,10 @@ pub(crate) struct Link {
     pub(crate) out: mpsc::Sender<String>,
     /// Incoming messages; ends when the connection does.
     pub(crate) incoming: BoxStream<'static, String>,
+    /// Cancelled to close the link from our side: the writer stops (mid-message if it is
+    /// stuck on a peer that does not read) and the connection is closed once `incoming` is
+    /// dropped too, so the server sees the end at once and frees the session for a resume.
+    pub(crate) closed: CancellationToken,
     /// Keeps what must live as long as the link (the stdio child).
     pub(crate) _guard: Option<Box<dyn Send + Sync>>,
 }
@@ -155,13 +160,25 @@ async fn open_ws(t: &WebSocketTarget) -> Result<Link, ClientError> {
     }
     let (mut sink, stream) = ws.split();
     let (out, mut rx) = mpsc::channel::<String>(OUT_QUEUE);
+    let closed = CancellationToken::new();
+    let cancelled = closed.clone();
     tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if sink.send(Message::Text(msg.into())).await.is_err() {
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = cancelled.cancelled() => None,
+            };
+            let Some(msg) = msg else { break };
+            let sent = tokio::select! {
+                r = sink.send(Message::Text(msg.into())) => r.is_ok(),
+                _ = cancelled.cancelled() => return,
+            };
+            if !sent {
                 return;
             }
         }
-        let _ = sink.close().await;
+        // A close frame when the peer takes it; a peer that stopped reading does not hold us.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     });
     let incoming = stream
         .take_while(|m| futures::future::ready(m.is_ok()))
@@ -179,6 +196,7 @@ async fn open_ws(t: &WebSocketTarget) -> Result<Link, ClientError> {
     Ok(Link {
         out,
         incoming,
+        closed,
         _guard: None,
     })
 }
@@ -255,10 +273,21 @@ fn open_stdio(c: &StdioCommand) -> Result<Link, ClientError> {
         return Err(connect_error(&target, "no stdin/stdout pipes"));
     };
     let (out, mut rx) = mpsc::channel::<String>(OUT_QUEUE);
+    let closed = CancellationToken::new();
+    let cancelled = closed.clone();
     tokio::spawn(async move {
-        while let Some(mut msg) = rx.recv().await {
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = cancelled.cancelled() => None,
+            };
+            let Some(mut msg) = msg else { return };
             msg.push('\n');
-            if stdin.write_all(msg.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            let written = tokio::select! {
+                r = async { stdin.write_all(msg.as_bytes()).await?; stdin.flush().await } => r.is_ok(),
+                _ = cancelled.cancelled() => return,
+            };
+            if !written {
                 return;
             }
         }
@@ -270,6 +299,7 @@ fn open_stdio(c: &StdioCommand) -> Result<Link, ClientError> {
     Ok(Link {
         out,
         incoming,
+        closed,
         _guard: Some(Box::new(ChildGuard(child))),
     })
 }

@@ -13,6 +13,10 @@ pub struct Limits {
     /// Delivered output retained per process for replay; also the bound of the undelivered
     /// backlog at which the server stops draining the child's pipes.
     pub retention_bytes: usize,
+    /// Output retained by all the processes of one session; delivered output is evicted from
+    /// the largest holders while a session is over it, and the children's pipes are no longer
+    /// read while the session's undelivered output reaches it.
+    pub session_retention_bytes: usize,
     /// Largest output chunk read from a child at once.
     pub read_chunk_bytes: usize,
     /// `writeId`s remembered per process (oldest forgotten first).
@@ -34,7 +38,8 @@ impl Default for Limits {
         Limits {
             session_ttl: Duration::from_secs(80),
             closed_retention: Duration::from_secs(80),
-            retention_bytes: 16 << 20,
+            retention_bytes: 64 << 20,
+            session_retention_bytes: 256 << 20,
             read_chunk_bytes: 256 << 10,
             max_write_ids: 16_384,
             max_processes_per_session: 4096,

@@ -5,12 +5,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use exec_server_protocol::process::{SandboxType, StartParams};
+use exec_server_protocol::process::{IfExists, SandboxType, StartParams};
 use tokio::sync::watch;
 
 use crate::env_policy;
 use crate::limits::Limits;
-use crate::process::{EventSender, Process};
+use crate::process::{Deadline, EventSender, Process, SessionBytes};
 use crate::spawn::{self, SpawnError, SpawnSpec};
 
 /// Identifies a connection to the session layer.
@@ -44,6 +44,24 @@ pub enum StartError {
     /// The id is taken by a running or retained process.
     #[error("process {0} already exists")]
     AlreadyExists(String),
+    /// `ifExists: "attach"` to a process started with a different request.
+    #[error("process {id} already exists with a different {field}")]
+    AttachMismatch {
+        /// The process id.
+        id: String,
+        /// The first field that differs: `argv`, `cwd`, `env`, `tty` or `sandbox`.
+        field: &'static str,
+    },
+    /// `ifExists: "attach"` to an id that ran and was forgotten: starting it again could run
+    /// the command twice.
+    #[error("process {0} already ran and was forgotten after its retention; use a new id")]
+    Forgotten(String),
+    /// `ifExists: "attach"` while the id's start is in flight.
+    #[error("process {0} is starting; retry")]
+    Starting(String),
+    /// `timeoutMs` of 0, or a grace beyond its bound.
+    #[error("{0}")]
+    Deadline(String),
     /// The session holds its maximum number of processes.
     #[error("too many processes in this session (at most {0})")]
     TooMany(usize),
@@ -70,10 +88,14 @@ impl StartError {
     pub fn code(&self) -> i64 {
         use exec_server_protocol::codes;
         match self {
-            StartError::EmptyArgv | StartError::Sandbox(_) | StartError::ManagedNetwork(_) => {
-                codes::INVALID_PARAMS
-            }
+            StartError::EmptyArgv
+            | StartError::Sandbox(_)
+            | StartError::ManagedNetwork(_)
+            | StartError::Deadline(_) => codes::INVALID_PARAMS,
             StartError::AlreadyExists(_)
+            | StartError::AttachMismatch { .. }
+            | StartError::Forgotten(_)
+            | StartError::Starting(_)
             | StartError::TooMany(_)
             | StartError::TooManyRunning(_) => codes::INVALID_REQUEST,
             StartError::Cwd(e) => e.code(),
@@ -107,6 +129,55 @@ enum Attachment {
     Detached(u64),
 }
 
+/// What a process takes from its session.
+#[derive(Debug)]
+pub struct SessionHome {
+    /// The limits in force.
+    pub limits: Arc<Limits>,
+    /// Where notifications go.
+    pub sink: watch::Receiver<Option<EventSender>>,
+    /// The session's output totals.
+    pub bytes: Arc<SessionBytes>,
+    /// The session, asked to evict its delivered output while it is over its cap.
+    pub session: std::sync::Weak<Session>,
+}
+
+/// The longest `killGraceMs` (one hour).
+pub const MAX_KILL_GRACE_MS: u64 = 3_600_000;
+/// `killGraceMs` when absent.
+pub const DEFAULT_KILL_GRACE_MS: u64 = 5_000;
+
+/// The first field, in the order the issue lists them, in which two start requests differ.
+fn differing_field(a: &StartParams, b: &StartParams) -> Option<&'static str> {
+    if a.argv != b.argv || a.arg0 != b.arg0 {
+        Some("argv")
+    } else if a.cwd != b.cwd {
+        Some("cwd")
+    } else if a.env != b.env || a.env_policy != b.env_policy {
+        Some("env")
+    } else if a.tty != b.tty || a.pipe_stdin != b.pipe_stdin {
+        Some("tty")
+    } else if a.sandbox != b.sandbox
+        || a.enforce_managed_network != b.enforce_managed_network
+        || a.managed_network != b.managed_network
+    {
+        Some("sandbox")
+    } else {
+        None
+    }
+}
+
+/// What `process/start` did.
+#[derive(Debug)]
+pub struct Started {
+    /// The process.
+    pub process: Arc<Process>,
+    /// The sandbox it runs under.
+    pub sandbox_type: SandboxType,
+    /// An existing process answered (`ifExists: "attach"`).
+    pub attached: bool,
+}
+
 /// A session.
 #[derive(Debug)]
 pub struct Session {
@@ -122,6 +193,8 @@ pub struct Session {
     live: Arc<AtomicUsize>,
     /// Running processes of the whole server.
     server_live: Arc<AtomicUsize>,
+    /// Output held by the session's processes, against `--retention-per-session`.
+    bytes: Arc<SessionBytes>,
 }
 
 /// What a session knows of a process id (see [`Session::lookup`]).
@@ -257,13 +330,51 @@ impl Session {
     }
 
     /// Starts a process. The id is reserved while the child is spawned and released if the
-    /// spawn fails.
-    pub fn start(
-        self: &Arc<Self>,
-        params: &StartParams,
-    ) -> Result<(Arc<Process>, SandboxType), StartError> {
+    /// spawn fails. With `ifExists: "attach"`, an id that is taken answers its process when
+    /// the request is the same.
+    pub fn start(self: &Arc<Self>, params: &StartParams) -> Result<Started, StartError> {
         if params.argv.is_empty() {
             return Err(StartError::EmptyArgv);
+        }
+        let deadline = match params.timeout_ms {
+            None => None,
+            Some(0) => return Err(StartError::Deadline("timeoutMs must be at least 1".into())),
+            Some(ms) => {
+                let grace = params.kill_grace_ms.unwrap_or(DEFAULT_KILL_GRACE_MS);
+                if grace > MAX_KILL_GRACE_MS {
+                    return Err(StartError::Deadline(format!(
+                        "killGraceMs must be at most {MAX_KILL_GRACE_MS}"
+                    )));
+                }
+                Some(Deadline {
+                    timeout: std::time::Duration::from_millis(ms),
+                    grace: std::time::Duration::from_millis(grace),
+                })
+            }
+        };
+        if params.if_exists == Some(IfExists::Attach) {
+            match self.lookup(&params.process_id) {
+                Lookup::Known(process) => {
+                    return match differing_field(process.request(), params) {
+                        Some(field) => Err(StartError::AttachMismatch {
+                            id: params.process_id.clone(),
+                            field,
+                        }),
+                        None => Ok(Started {
+                            sandbox_type: if process.is_sandboxed() {
+                                SandboxType::LinuxSeccomp
+                            } else {
+                                SandboxType::None
+                            },
+                            process,
+                            attached: true,
+                        }),
+                    };
+                }
+                Lookup::Starting => return Err(StartError::Starting(params.process_id.clone())),
+                Lookup::Forgotten => return Err(StartError::Forgotten(params.process_id.clone())),
+                Lookup::Never => {}
+            }
         }
         let cwd = params.cwd.to_path().map_err(StartError::Cwd)?;
         let mut policy = match &params.sandbox {
@@ -329,18 +440,39 @@ impl Session {
                 return Err(e.into());
             }
         };
-        let proc = Process::start(
-            &params.process_id,
-            params.argv.clone(),
-            spawned,
-            self.limits.clone(),
-            self.sink.subscribe(),
-            slot,
-        );
+        let home = SessionHome {
+            limits: self.limits.clone(),
+            sink: self.sink.subscribe(),
+            bytes: self.bytes.clone(),
+            session: Arc::downgrade(self),
+        };
+        let proc = Process::start(Arc::new(params.clone()), spawned, deadline, &home, slot);
         self.table()
             .insert(params.process_id.clone(), Slot::Ready(proc.clone()));
         tokio::spawn(forget_after_retention(Arc::downgrade(self), proc.clone()));
-        Ok((proc, sandbox_type))
+        Ok(Started {
+            process: proc,
+            sandbox_type,
+            attached: false,
+        })
+    }
+
+    /// Evicts delivered output, largest holders first, while the session retains more than
+    /// its cap.
+    pub(crate) fn trim(&self) {
+        let mut procs = self.processes();
+        procs.sort_by_key(|p| std::cmp::Reverse(p.retained_bytes()));
+        for p in procs {
+            if !self.bytes.over() {
+                break;
+            }
+            p.trim_for_session();
+        }
+    }
+
+    /// Output bytes the session's processes retain.
+    pub fn retained_bytes(&self) -> usize {
+        self.bytes.retained()
     }
 
     /// Kills every process (used when the session expires or the server stops).
@@ -457,17 +589,20 @@ impl Sessions {
             limits: self.limits.clone(),
             live: Arc::new(AtomicUsize::new(0)),
             server_live: self.live.clone(),
+            bytes: SessionBytes::new(self.limits.session_retention_bytes),
         });
         map.insert(id, session.clone());
         Ok(session)
     }
 
-    /// Attaches a detached session to `conn`.
+    /// Attaches a detached session to `conn`. `replay_after` names processes whose
+    /// notifications are pushed again after the given seq.
     pub fn resume(
         &self,
         id: &str,
         conn: ConnectionId,
         sink: EventSender,
+        replay_after: Option<&HashMap<String, u64>>,
     ) -> Result<Arc<Session>, ResumeError> {
         let session = self
             .map()
@@ -480,6 +615,13 @@ impl Sessions {
             Attachment::Detached(_) => {
                 att.0 = Attachment::Attached(conn);
                 drop(att);
+                // Before the sink is set, so the pumps start the new connection at the
+                // rewound point.
+                for (pid, &after) in replay_after.into_iter().flatten() {
+                    if let Some(p) = session.process(pid) {
+                        p.replay_after(after);
+                    }
+                }
                 session.sink.send_replace(Some(sink));
                 Ok(session)
             }

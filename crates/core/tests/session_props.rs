@@ -112,7 +112,7 @@ async fn run(ops: Vec<Op>) {
                     continue;
                 }
                 let i = idx % real.len();
-                let got = sessions.resume(&real[i].0, conn, sink());
+                let got = sessions.resume(&real[i].0, conn, sink(), None);
                 match model.states[i] {
                     State::Attached(_) => assert_eq!(
                         got.err(),
@@ -157,7 +157,7 @@ async fn run(ops: Vec<Op>) {
     for (i, (id, _)) in real.iter().enumerate() {
         if model.states[i] == State::Expired {
             assert_eq!(
-                sessions.resume(id, 99, sink()).err(),
+                sessions.resume(id, 99, sink(), None).err(),
                 Some(ResumeError::Unknown(id.clone()))
             );
         }
@@ -189,17 +189,17 @@ async fn a_stale_expiry_timer_does_not_expire_a_resumed_session() {
     let s = sessions.create(1, sink()).expect("create");
     sessions.detach(&s, 1);
     tokio::time::sleep(TTL / 2).await;
-    sessions.resume(s.id(), 2, sink()).expect("resume");
+    sessions.resume(s.id(), 2, sink(), None).expect("resume");
     sessions.detach(&s, 2);
     tokio::time::sleep(TTL / 2 + Duration::from_millis(10)).await;
     assert!(
-        sessions.resume(s.id(), 3, sink()).is_ok(),
+        sessions.resume(s.id(), 3, sink(), None).is_ok(),
         "expired by a stale timer"
     );
     sessions.detach(&s, 3);
     tokio::time::sleep(TTL + Duration::from_millis(10)).await;
     assert_eq!(
-        sessions.resume(s.id(), 4, sink()).err(),
+        sessions.resume(s.id(), 4, sink(), None).err(),
         Some(ResumeError::Unknown(s.id().to_string()))
     );
 }

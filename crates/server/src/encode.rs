@@ -97,6 +97,15 @@ fn read_result_text(id: &RequestId, r: &ReadOutcome) -> Base64Text {
     t
 }
 
+/// The `process/gap` notification that goes ahead of an event after a replay's eviction.
+pub(crate) fn process_gap(process_id: &str, gap: &exec_server_protocol::process::Gap) -> OutFrame {
+    let id = serde_json::to_string(process_id).unwrap_or_else(|_| "\"\"".into());
+    OutFrame::Text(format!(
+        r#"{{"method":"process/gap","params":{{"processId":{id},"fromSeq":{},"toSeq":{},"bytes":{}}}}}"#,
+        gap.from_seq, gap.to_seq, gap.bytes
+    ))
+}
+
 /// Encodes a process event as its notification (an output chunk's base64 encoded as it is
 /// written).
 pub(crate) fn process_event(ev: &ProcessEvent) -> OutFrame {
@@ -112,8 +121,14 @@ pub(crate) fn process_event(ev: &ProcessEvent) -> OutFrame {
             OutFrame::Base64(t)
         }
         EventKind::Exited { code } => OutFrame::Text(format!(
-            r#"{{"method":"process/exited","params":{{"processId":{id},"seq":{},"exitCode":{code},"sandboxDenied":{}}}}}"#,
-            ev.event.seq, ev.sandbox_denied
+            r#"{{"method":"process/exited","params":{{"processId":{id},"seq":{},"exitCode":{code},"sandboxDenied":{}{}}}}}"#,
+            ev.event.seq,
+            ev.sandbox_denied,
+            if ev.timed_out {
+                r#","timedOut":true"#
+            } else {
+                ""
+            }
         )),
         EventKind::Closed => OutFrame::Text(format!(
             r#"{{"method":"process/closed","params":{{"processId":{id},"seq":{}}}}}"#,
@@ -141,6 +156,8 @@ mod tests {
                 },
             },
             sandbox_denied: false,
+            timed_out: false,
+            gap: None,
         };
         let v: serde_json::Value = serde_json::from_str(&event_text(&ev)).unwrap();
         assert_eq!(v["method"], "process/output");
@@ -273,6 +290,8 @@ mod tests {
                 kind,
             },
             sandbox_denied: false,
+            timed_out: false,
+            gap: None,
         };
         assert_eq!(
             event_text(&mk(EventKind::Exited { code: 130 })),
@@ -282,5 +301,32 @@ mod tests {
             event_text(&mk(EventKind::Closed)),
             r#"{"method":"process/closed","params":{"processId":"p","seq":3}}"#
         );
+        let timed_out = ProcessEvent {
+            timed_out: true,
+            ..mk(EventKind::Exited { code: 143 })
+        };
+        assert_eq!(
+            event_text(&timed_out),
+            r#"{"method":"process/exited","params":{"processId":"p","seq":3,"exitCode":143,"sandboxDenied":false,"timedOut":true}}"#
+        );
+    }
+
+    #[test]
+    fn gap_notification_decodes_as_the_typed_one() {
+        use exec_server_protocol::process::{Gap, GapNotification};
+        let gap = Gap {
+            from_seq: 2,
+            to_seq: 9,
+            bytes: 4096,
+        };
+        let text = match process_gap("p\"1", &gap) {
+            OutFrame::Text(t) => t,
+            other => panic!("unexpected frame {other:?}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["method"], "process/gap");
+        let n: GapNotification = serde_json::from_value(v["params"].clone()).unwrap();
+        assert_eq!(n.process_id, "p\"1");
+        assert_eq!(n.gap, gap);
     }
 }

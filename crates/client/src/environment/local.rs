@@ -85,9 +85,10 @@ impl LocalExec {
                     EventKind::Output { stream, data } => {
                         ProcessEvent::Output { seq, stream, data }
                     }
-                    EventKind::Exited { code } => ProcessEvent::Exited {
+                    EventKind::Exited { code, .. } => ProcessEvent::Exited {
                         seq,
                         exit_code: code,
+                        timed_out: ev.timed_out,
                     },
                     EventKind::Closed => ProcessEvent::Closed { seq },
                 };
@@ -148,8 +149,8 @@ impl ExecBackend for LocalExec {
             routes.insert(id.clone(), route);
         }
         match self.shared.session.start(&params) {
-            Ok((process, _)) => Ok(LocalProcess {
-                process,
+            Ok(started) => Ok(LocalProcess {
+                process: started.process,
                 events,
                 shared: self.shared.clone(),
             }),
@@ -179,12 +180,12 @@ impl ExecProcess for LocalProcess {
     }
 
     async fn signal(&self, signal: ProcessSignal) -> Result<(), ClientError> {
-        self.process.signal(signal);
+        self.process.signal(signal, None);
         Ok(())
     }
 
     async fn terminate(&self) -> Result<bool, ClientError> {
-        Ok(self.process.terminate())
+        Ok(self.process.terminate(None))
     }
 
     async fn resize(&self, rows: u16, cols: u16) -> Result<(), ClientError> {

@@ -11,6 +11,8 @@
 //! retained gets an explicit [`Gap`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use exec_server_protocol::process::{Gap, Stream};
@@ -68,6 +70,46 @@ pub struct LogRead {
     pub gap: Option<Gap>,
 }
 
+/// Output bytes held by all the logs of one session, against the session's cap
+/// (`--retention-per-session`).
+#[derive(Debug)]
+pub struct SessionBytes {
+    retained: AtomicUsize,
+    undelivered: AtomicUsize,
+    cap: usize,
+}
+
+impl SessionBytes {
+    /// Nothing held yet; at most `cap` bytes retained across the session.
+    pub fn new(cap: usize) -> Arc<Self> {
+        Arc::new(SessionBytes {
+            retained: AtomicUsize::new(0),
+            undelivered: AtomicUsize::new(0),
+            cap,
+        })
+    }
+
+    /// Output bytes retained by the session's logs.
+    pub fn retained(&self) -> usize {
+        self.retained.load(Ordering::Relaxed)
+    }
+
+    /// Output bytes of the session not yet delivered anywhere.
+    pub fn undelivered(&self) -> usize {
+        self.undelivered.load(Ordering::Relaxed)
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// More is retained than the cap allows.
+    pub fn over(&self) -> bool {
+        self.retained() > self.cap
+    }
+}
+
 /// The event log of one process.
 #[derive(Debug)]
 pub struct EventLog {
@@ -90,11 +132,30 @@ pub struct EventLog {
     retention: usize,
     /// `(seq, offset)` of recently evicted events, oldest first.
     evicted: VecDeque<(u64, u64)>,
+    /// The session's totals, which this log's bytes count towards.
+    session: Option<Arc<SessionBytes>>,
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.add_retained(-(self.retained_bytes as isize));
+        self.add_undelivered(-(self.undelivered_bytes as isize));
+    }
 }
 
 impl EventLog {
     /// An empty log retaining about `retention` bytes of delivered output.
     pub fn new(retention: usize) -> Self {
+        Self::build(retention, None)
+    }
+
+    /// An empty log whose bytes also count towards its session's cap: while the session
+    /// retains more than the cap, delivered output is evicted even below `retention`.
+    pub fn in_session(retention: usize, session: Arc<SessionBytes>) -> Self {
+        Self::build(retention, Some(session))
+    }
+
+    fn build(retention: usize, session: Option<Arc<SessionBytes>>) -> Self {
         EventLog {
             events: VecDeque::new(),
             first_seq: 1,
@@ -108,7 +169,38 @@ impl EventLog {
             reader_mode: false,
             retention,
             evicted: VecDeque::new(),
+            session,
         }
+    }
+
+    fn add_retained(&mut self, delta: isize) {
+        self.retained_bytes = self.retained_bytes.wrapping_add_signed(delta);
+        if let Some(s) = &self.session {
+            if delta >= 0 {
+                s.retained.fetch_add(delta as usize, Ordering::Relaxed);
+            } else {
+                s.retained
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn add_undelivered(&mut self, delta: isize) {
+        self.undelivered_bytes = self.undelivered_bytes.wrapping_add_signed(delta);
+        if let Some(s) = &self.session {
+            if delta >= 0 {
+                s.undelivered.fetch_add(delta as usize, Ordering::Relaxed);
+            } else {
+                s.undelivered
+                    .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Evicts delivered output while its session is over the session's cap (the session
+    /// picks which logs to trim: largest first).
+    pub fn trim_for_session(&mut self) {
+        self.evict_while(|log| log.session.as_ref().is_some_and(|s| s.over()));
     }
 
     /// Appends an event and returns its seq.
@@ -121,8 +213,8 @@ impl EventLog {
         };
         let len = ev.len();
         self.total_bytes += len as u64;
-        self.retained_bytes += len;
-        self.undelivered_bytes += len;
+        self.add_retained(len as isize);
+        self.add_undelivered(len as isize);
         if self.events.is_empty() {
             self.first_seq = seq;
         }
@@ -199,8 +291,8 @@ impl EventLog {
         if target > old {
             let start = old.max(self.first_seq.saturating_sub(1));
             for s in (start + 1)..=target {
-                if let Some(ev) = self.get(s) {
-                    self.undelivered_bytes -= ev.len();
+                if let Some(n) = self.get(s).map(Event::len) {
+                    self.add_undelivered(-(n as isize));
                 }
             }
         } else if target < old {
@@ -208,8 +300,8 @@ impl EventLog {
             // the two points counts as undelivered again.
             let start = target.max(self.first_seq.saturating_sub(1));
             for s in (start + 1)..=old {
-                if let Some(ev) = self.get(s) {
-                    self.undelivered_bytes += ev.len();
+                if let Some(n) = self.get(s).map(Event::len) {
+                    self.add_undelivered(n as isize);
                 }
             }
         }
@@ -223,13 +315,18 @@ impl EventLog {
     }
 
     fn evict(&mut self) {
-        while self.retained_bytes > self.retention {
+        self.evict_while(|log| log.retained_bytes > log.retention);
+    }
+
+    /// Evicts delivered events from the front while `over` holds.
+    fn evict_while(&mut self, over: impl Fn(&Self) -> bool) {
+        while over(self) {
             match self.events.front() {
                 Some(front) if front.seq <= self.delivered => {}
                 _ => break,
             }
             if let Some(ev) = self.events.pop_front() {
-                self.retained_bytes -= ev.len();
+                self.add_retained(-(ev.len() as isize));
                 self.first_seq = ev.seq + 1;
                 if self.evicted.len() == EVICTION_INDEX {
                     self.evicted.pop_front();
@@ -266,27 +363,30 @@ impl EventLog {
         self.events.iter().skip(skip).take(limit).cloned().collect()
     }
 
+    /// The evicted events right after `after`, if any: what a cursor at `after` has lost.
+    pub fn gap_after(&self, after: u64) -> Option<Gap> {
+        if after + 1 >= self.first_seq {
+            return None;
+        }
+        let from = after + 1;
+        let first_offset = self
+            .events
+            .front()
+            .map(|e| e.offset)
+            .unwrap_or(self.total_bytes);
+        let bytes = first_offset.saturating_sub(self.offset_before(from).min(first_offset));
+        Some(Gap {
+            from_seq: from,
+            to_seq: self.first_seq - 1,
+            bytes,
+        })
+    }
+
     /// A `process/read`: output chunks with `seq > after`, whole chunks only, at least one,
     /// stopping before the total would exceed `max_bytes`.
     pub fn read(&self, after: u64, max_bytes: Option<u64>) -> LogRead {
         let start = (after + 1).max(self.first_seq);
-        let gap = if after + 1 < self.first_seq {
-            let from = after + 1;
-            let to = self.first_seq - 1;
-            let first_offset = self
-                .events
-                .front()
-                .map(|e| e.offset)
-                .unwrap_or(self.total_bytes);
-            let bytes = first_offset.saturating_sub(self.offset_before(from).min(first_offset));
-            Some(Gap {
-                from_seq: from,
-                to_seq: to,
-                bytes,
-            })
-        } else {
-            None
-        };
+        let gap = self.gap_after(after);
         let mut chunks = Vec::new();
         let mut total: u64 = 0;
         let mut cut_at = None;

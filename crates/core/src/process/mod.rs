@@ -4,7 +4,7 @@
 mod log;
 mod stdin;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use exec_server_protocol::process::{ProcessSignal, Stream, WriteStatus};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-pub use self::log::{Event, EventKind, EventLog, LogRead};
+pub use self::log::{Event, EventKind, EventLog, LogRead, SessionBytes};
 pub use self::stdin::{StdinQueueFull, StdinTicket};
 use crate::limits::Limits;
 use crate::pty::PtyMaster;
@@ -29,6 +29,11 @@ pub struct ProcessEvent {
     /// For an exit: the process ran sandboxed, failed, and its output looks like the sandbox
     /// refused something (`sandboxDenied`).
     pub sandbox_denied: bool,
+    /// For an exit: its `timeoutMs` deadline killed it.
+    pub timed_out: bool,
+    /// Events just before this one were evicted before they could be pushed again (a replay
+    /// after a resume started too far back): sent as a `process/gap` notification first.
+    pub gap: Option<exec_server_protocol::process::Gap>,
 }
 
 /// Where a session's notifications go: the attached connection's bounded event queue.
@@ -51,6 +56,15 @@ struct State {
     denial_seen: bool,
     /// Reader mode lasts until this instant (see `log.rs`).
     reader_until: Option<Instant>,
+    /// Answers of `process/signal` and `process/terminate` by `opId`.
+    op_answers: HashMap<String, bool>,
+    op_order: VecDeque<String>,
+    /// The deadline fired while the child ran.
+    timed_out: bool,
+    /// A resumed connection asked for the notifications after this seq again.
+    rewind: Option<u64>,
+    /// The notification pump runs (it ends once it pushed the close).
+    pump_alive: bool,
 }
 
 /// How long reader mode outlives the end of the last `process/read`.
@@ -79,10 +93,21 @@ enum StdinKind {
     Pty,
 }
 
+/// A `timeoutMs` deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    /// Measured from the start, on the monotonic clock.
+    pub timeout: Duration,
+    /// From the SIGTERM to the SIGKILL.
+    pub grace: Duration,
+}
+
 /// A process of a session.
 #[derive(Debug)]
 pub struct Process {
     id: Arc<str>,
+    /// The request that started it, for `ifExists: "attach"` to compare against.
+    request: Arc<exec_server_protocol::process::StartParams>,
     argv: Vec<String>,
     pid: i32,
     tty: bool,
@@ -99,19 +124,26 @@ pub struct Process {
     stdin_queued: std::sync::atomic::AtomicUsize,
     pty: Option<Arc<PtyMaster>>,
     limits: Arc<Limits>,
+    /// The session's output totals.
+    session_bytes: Arc<SessionBytes>,
+    /// The session, asked to evict delivered output of its other processes.
+    session: std::sync::Weak<crate::session::Session>,
+    /// Where notifications go, for a pump restarted by a replay.
+    sink: watch::Receiver<Option<EventSender>>,
 }
 
 impl Process {
     /// Wraps a spawned child and starts its tasks: one reader per output stream, the reaper
     /// and the notification pump feeding whatever connection `sink` names.
     pub fn start(
-        id: &str,
-        argv: Vec<String>,
+        request: Arc<exec_server_protocol::process::StartParams>,
         spawned: Spawned,
-        limits: Arc<Limits>,
-        sink: watch::Receiver<Option<EventSender>>,
+        deadline: Option<Deadline>,
+        home: &crate::session::SessionHome,
         live: crate::session::LiveSlot,
     ) -> Arc<Process> {
+        let limits = home.limits.clone();
+        let sink = home.sink.clone();
         let Spawned {
             child,
             pid,
@@ -137,14 +169,15 @@ impl Process {
             }
         };
         let proc = Arc::new(Process {
-            id: Arc::from(id),
-            argv,
+            id: Arc::from(request.process_id.as_str()),
+            argv: request.argv.clone(),
+            request,
             pid,
             tty,
             sandboxed,
             started_at: std::time::SystemTime::now(),
             state: Mutex::new(State {
-                log: EventLog::new(limits.retention_bytes),
+                log: EventLog::in_session(limits.retention_bytes, home.bytes.clone()),
                 exit_code: None,
                 exit_signal: None,
                 open_streams: if tty { 1 } else { 2 },
@@ -155,6 +188,11 @@ impl Process {
                 write_id_order: VecDeque::new(),
                 reader_until: None,
                 denial_seen: false,
+                op_answers: HashMap::new(),
+                op_order: VecDeque::new(),
+                timed_out: false,
+                rewind: None,
+                pump_alive: true,
             }),
             changed: watch::channel(0).0,
             space: watch::channel(0).0,
@@ -163,6 +201,9 @@ impl Process {
             stdin_queued: std::sync::atomic::AtomicUsize::new(0),
             pty,
             limits,
+            session_bytes: home.bytes.clone(),
+            session: home.session.clone(),
+            sink: sink.clone(),
         });
         match readers {
             Readers::Pipes(out, err) => {
@@ -175,7 +216,82 @@ impl Process {
         }
         tokio::spawn(reap(proc.clone(), child, live));
         tokio::spawn(pump(proc.clone(), sink));
+        if let Some(d) = deadline {
+            tokio::spawn(enforce_deadline(Arc::downgrade(&proc), d));
+        }
         proc
+    }
+
+    /// The request that started it.
+    pub fn request(&self) -> &exec_server_protocol::process::StartParams {
+        &self.request
+    }
+
+    /// It ran under a sandbox.
+    pub fn is_sandboxed(&self) -> bool {
+        self.sandboxed
+    }
+
+    /// Its deadline killed it.
+    pub fn timed_out(&self) -> bool {
+        self.lock().timed_out
+    }
+
+    /// Pushes this process's notifications again from the event after `after` (a resumed
+    /// connection's `replayAfter`); a gap notification comes first if some were evicted.
+    pub fn replay_after(self: &Arc<Self>, after: u64) {
+        let mut st = self.lock();
+        if st.removed {
+            return;
+        }
+        st.rewind = Some(after);
+        let restart = !std::mem::replace(&mut st.pump_alive, true);
+        drop(st);
+        if restart {
+            tokio::spawn(pump(self.clone(), self.sink.clone()));
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The answer given to `op_id` before, or `None` after recording `answer()` as its
+    /// answer (the caller then applies the operation). Bounded like `writeId`s.
+    fn op_once(
+        &self,
+        op_id: Option<&str>,
+        answer: impl FnOnce(&State) -> bool,
+    ) -> Result<bool, bool> {
+        let mut st = self.lock();
+        let Some(op) = op_id else {
+            return Ok(answer(&st));
+        };
+        if let Some(&a) = st.op_answers.get(op) {
+            return Err(a);
+        }
+        let a = answer(&st);
+        st.op_answers.insert(op.to_string(), a);
+        st.op_order.push_back(op.to_string());
+        if st.op_order.len() > self.limits.max_write_ids {
+            if let Some(old) = st.op_order.pop_front() {
+                st.op_answers.remove(&old);
+            }
+        }
+        Ok(a)
+    }
+
+    /// Evicts delivered output while the session is over its cap.
+    pub fn trim_for_session(&self) {
+        if self.session_bytes.over() {
+            self.lock().log.trim_for_session();
+        }
+    }
+
+    /// Asks the session to trim its processes' delivered output if it is over its cap.
+    fn trim_session_if_over(&self) {
+        if self.session_bytes.over() {
+            if let Some(s) = self.session.upgrade() {
+                s.trim();
+            }
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -236,6 +352,11 @@ impl Process {
         self.lock().closed_at
     }
 
+    /// Output bytes retained.
+    pub fn retained_bytes(&self) -> usize {
+        self.lock().log.retained_bytes()
+    }
+
     /// The last allocated seq and the retained seq range.
     pub fn seq_info(&self) -> (u64, Option<(u64, u64)>) {
         let st = self.lock();
@@ -256,10 +377,14 @@ impl Process {
             changed.borrow_and_update();
             let outcome = {
                 let mut st = self.lock();
-                // A reader streaming this process: pushes stop counting as delivery until it
-                // has been quiet for READER_GRACE after its last read ended.
-                st.reader_until = Some(deadline.into_std().max(Instant::now()) + READER_GRACE);
-                st.log.set_reader_mode(true);
+                // A reader streaming this process (a long-poll): pushes stop counting as
+                // delivery until it has been quiet for READER_GRACE after its last read ended.
+                // A read that does not wait (a catch-up after a reconnect) does not pause the
+                // notifications.
+                if !wait.is_zero() {
+                    st.reader_until = Some(deadline.into_std().max(Instant::now()) + READER_GRACE);
+                    st.log.set_reader_mode(true);
+                }
                 st.log.mark_read(after);
                 let log = st.log.read(after, max_bytes);
                 if let Some(last) = log.chunks.last() {
@@ -279,6 +404,7 @@ impl Process {
                 || outcome.log.gap.is_some();
             if news || wait.is_zero() {
                 self.space.send_modify(|v| *v += 1);
+                self.trim_session_if_over();
                 return outcome;
             }
             match tokio::time::timeout_at(deadline, changed.changed()).await {
@@ -361,7 +487,8 @@ impl Process {
     }
 
     /// Delivers a signal to the process group while the child runs. Returns whether it ran.
-    pub fn signal(&self, signal: ProcessSignal) -> bool {
+    /// A repeated `op_id` is answered as the first time and not applied again.
+    pub fn signal(&self, signal: ProcessSignal, op_id: Option<&str>) -> bool {
         use nix::sys::signal::Signal;
         let sig = match signal {
             ProcessSignal::Interrupt => Signal::SIGINT,
@@ -371,21 +498,30 @@ impl Process {
             ProcessSignal::User1 => Signal::SIGUSR1,
             ProcessSignal::User2 => Signal::SIGUSR2,
         };
-        if self.exit_code().is_some() || self.pid <= 0 {
-            return false;
+        let running = |st: &State| st.exit_code.is_none() && self.pid > 0;
+        match self.op_once(op_id, running) {
+            Err(first) => first,
+            Ok(false) => false,
+            Ok(true) => {
+                let pid = nix::unistd::Pid::from_raw(self.pid);
+                let _ = nix::sys::signal::killpg(pid, sig)
+                    .or_else(|_| nix::sys::signal::kill(pid, sig));
+                true
+            }
         }
-        let pid = nix::unistd::Pid::from_raw(self.pid);
-        let _ = nix::sys::signal::killpg(pid, sig).or_else(|_| nix::sys::signal::kill(pid, sig));
-        true
     }
 
-    /// Kills the whole tree with SIGKILL. Returns whether the child was still running.
-    pub fn terminate(&self) -> bool {
-        if self.exit_code().is_some() {
-            return false;
+    /// Kills the whole tree with SIGKILL. Returns whether the child was still running. A
+    /// repeated `op_id` is answered as the first time and not applied again.
+    pub fn terminate(&self, op_id: Option<&str>) -> bool {
+        match self.op_once(op_id, |st| st.exit_code.is_none()) {
+            Err(first) => first,
+            Ok(false) => false,
+            Ok(true) => {
+                spawn::kill_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
+                true
+            }
         }
-        spawn::kill_tree(self.pid, nix::sys::signal::Signal::SIGKILL);
-        true
     }
 
     /// Kills the tree (if running) and marks the process removed so its pump stops.
@@ -419,7 +555,12 @@ impl Process {
             {
                 let mut st = self.lock();
                 self.reader_active(&mut st);
-                if st.log.undelivered_bytes() < self.limits.retention_bytes || st.removed {
+                let own = st.log.undelivered_bytes();
+                // Session-wide: a process with nothing pending may always take one more read,
+                // so no process is starved by the others' backlog.
+                let session_ok =
+                    own == 0 || self.session_bytes.undelivered() < self.session_bytes.cap();
+                if (own < self.limits.retention_bytes && session_ok) || st.removed {
                     return;
                 }
             }
@@ -436,6 +577,8 @@ impl Process {
         let mut st = self.lock();
         st.denial_seen |= hint;
         self.push(&mut st, EventKind::Output { stream, data });
+        drop(st);
+        self.trim_session_if_over();
     }
 
     fn stream_ended(&self) {
@@ -478,6 +621,7 @@ impl Process {
     fn mark_pushed(&self, seq: u64) {
         self.lock().log.mark_pushed(seq);
         self.space.send_modify(|v| *v += 1);
+        self.trim_session_if_over();
     }
 }
 
@@ -578,22 +722,66 @@ async fn reap(
     proc.exited(code, signal);
 }
 
+/// At the deadline: SIGTERM to the tree, SIGKILL after the grace. Tokio's clock is the
+/// monotonic one, so a deadline that passed while the server was frozen fires as soon as it
+/// runs again.
+async fn enforce_deadline(proc: std::sync::Weak<Process>, d: Deadline) {
+    let Some(at) = tokio::time::Instant::now().checked_add(d.timeout) else {
+        return;
+    };
+    tokio::time::sleep_until(at).await;
+    let Some(p) = proc.upgrade() else { return };
+    {
+        let mut st = p.lock();
+        if st.exit_code.is_some() || st.removed {
+            return;
+        }
+        st.timed_out = true;
+    }
+    tracing::info!(process = %p.id, "deadline reached: SIGTERM to the process tree");
+    spawn::kill_tree(p.pid, nix::sys::signal::Signal::SIGTERM);
+    let mut changed = p.subscribe_changes();
+    let grace_end = tokio::time::Instant::now() + d.grace;
+    // Until the grace ends or every output stream is closed (the tree is gone).
+    loop {
+        if p.is_closed() {
+            return;
+        }
+        match tokio::time::timeout_at(grace_end, changed.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) => return,
+            Err(_) => break,
+        }
+    }
+    tracing::info!(process = %p.id, "grace over: SIGKILL to the process tree");
+    spawn::kill_tree(p.pid, nix::sys::signal::Signal::SIGKILL);
+}
+
 /// Pushes the process's events, in seq order, to whichever connection is attached. Events
 /// produced while no connection is attached are pushed to the next one.
 async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>) {
     const BATCH: usize = 64;
     let mut pushed: u64 = 0;
+    // The read cursor already taken into account (a rewind may go back before it).
+    let mut read_seen: u64 = 0;
+    let mut gap = None;
     let mut changed = proc.changed.subscribe();
     loop {
         let tx = sink.borrow_and_update().clone();
         changed.borrow_and_update();
         let (batch, done, paused) = {
             let mut st = proc.lock();
+            if let Some(after) = st.rewind.take() {
+                pushed = after.min(st.log.next_seq() - 1);
+                read_seen = st.log.read_cursor();
+                gap = st.log.gap_after(pushed);
+            }
             // While a client streams this process with reads, the reads carry the output and
             // notifications pause; they resume after what the reads returned.
             let paused = proc.reader_active(&mut st);
-            if !paused {
-                pushed = pushed.max(st.log.read_cursor());
+            if !paused && st.log.read_cursor() > read_seen {
+                read_seen = st.log.read_cursor();
+                pushed = pushed.max(read_seen);
             }
             let batch = if paused {
                 Vec::new()
@@ -602,6 +790,11 @@ async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>
             };
             let done = st.removed
                 || (!paused && st.closed && batch.is_empty() && pushed + 1 >= st.log.next_seq());
+            if done {
+                // Decided under the lock, so a replay either sees the pump alive (and its
+                // rewind is taken above on the next turn) or restarts it.
+                st.pump_alive = false;
+            }
             (batch, done, paused)
         };
         if done {
@@ -630,12 +823,13 @@ async fn pump(proc: Arc<Process>, mut sink: watch::Receiver<Option<EventSender>>
         }
         for event in batch {
             let seq = event.seq;
-            let sandbox_denied =
-                matches!(event.kind, EventKind::Exited { .. }) && proc.sandbox_denied();
+            let exit = matches!(event.kind, EventKind::Exited { .. });
             let ev = ProcessEvent {
                 process_id: proc.id.clone(),
                 event,
-                sandbox_denied,
+                sandbox_denied: exit && proc.sandbox_denied(),
+                timed_out: exit && proc.timed_out(),
+                gap: gap.take().filter(|g| g.to_seq < seq),
             };
             let sent = tokio::select! {
                 r = tx.send(ev) => r.is_ok(),

@@ -368,10 +368,13 @@ impl Connection {
                 ),
             );
         }
+        if let Some(e) = check_durability_params(&p, self.state.sessions.limits()) {
+            return jsonrpc::encode_error(id, &ErrorObject::new(codes::INVALID_PARAMS, e));
+        }
         let sessions = &self.state.sessions;
         let session: Result<Arc<Session>, ErrorObject> = match &p.resume_session_id {
             Some(sid) => sessions
-                .resume(sid, self.id, self.events.clone())
+                .resume(sid, self.id, self.events.clone(), p.replay_after.as_ref())
                 .map_err(|e| {
                     let code = match e {
                         exec_server_core::session::ResumeError::Unknown(_) => {
@@ -396,6 +399,14 @@ impl Connection {
                     session_id: session.id().to_string(),
                     environment_info: self.state.environment.clone(),
                 };
+                if let Some(ms) = p.heartbeat_ms {
+                    tokio::spawn(heartbeat(
+                        Arc::downgrade(&session),
+                        self.out.clone(),
+                        Duration::from_millis(ms),
+                        self.cancel.clone(),
+                    ));
+                }
                 self.lifecycle = Lifecycle::Initializing(session);
                 jsonrpc::encode_result(id, &result)
             }
@@ -463,6 +474,76 @@ impl Connection {
                 self.state.sessions.detach(&s, self.id);
             }
             Lifecycle::New => {}
+        }
+    }
+}
+
+/// Shortest and longest `heartbeatMs`.
+const HEARTBEAT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+/// What is wrong with `initialize`'s `replayAfter` and `heartbeatMs`, if anything.
+fn check_durability_params(
+    p: &exec_server_protocol::initialize::InitializeParams,
+    limits: &exec_server_core::limits::Limits,
+) -> Option<String> {
+    if let Some(ms) = p.heartbeat_ms {
+        if !HEARTBEAT_MS.contains(&ms) {
+            return Some(format!(
+                "heartbeatMs must be between {} and {}",
+                HEARTBEAT_MS.start(),
+                HEARTBEAT_MS.end()
+            ));
+        }
+    }
+    match &p.replay_after {
+        Some(_) if p.resume_session_id.is_none() => {
+            Some("replayAfter needs resumeSessionId".into())
+        }
+        Some(m) if m.len() > limits.max_processes_per_session => Some(format!(
+            "replayAfter names more than {} processes",
+            limits.max_processes_per_session
+        )),
+        _ => None,
+    }
+}
+
+/// Sends `process/heartbeat` every `every` while the connection lasts: the last seq of each
+/// running process of the session, so the client can tell a stalled stream from a quiet one.
+async fn heartbeat(
+    session: std::sync::Weak<Session>,
+    out: mpsc::Sender<OutMsg>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    use exec_server_protocol::process::{HeartbeatEntry, HeartbeatNotification};
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = cancel.cancelled() => return,
+        }
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        let mut processes: Vec<HeartbeatEntry> = session
+            .processes()
+            .iter()
+            .filter(|p| p.exit_code().is_none())
+            .map(|p| HeartbeatEntry {
+                process_id: p.id().to_string(),
+                last_seq: p.seq_info().0,
+            })
+            .collect();
+        drop(session);
+        processes.sort_by(|a, b| a.process_id.cmp(&b.process_id));
+        use exec_server_protocol::Notification as _;
+        let text = jsonrpc::encode_notification(
+            exec_server_protocol::process::Heartbeat::NAME,
+            &HeartbeatNotification { processes },
+        );
+        if out.send(OutMsg::Text(text)).await.is_err() {
+            return;
         }
     }
 }

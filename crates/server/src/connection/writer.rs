@@ -51,6 +51,15 @@ pub(super) async fn run<W>(
                     return;
                 }
                 Item::Event(e) => {
+                    if let Some(gap) = &e.gap {
+                        if sink
+                            .feed(encode::process_gap(&e.process_id, gap))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
                     crate::telemetry::event_sent(&e);
                     encode::process_event(&e)
                 }

@@ -19,11 +19,11 @@ use crate::rpc_error::RpcError;
 const MAX_WAIT_MS: u64 = 300_000;
 
 pub(crate) async fn start(call: Call, p: StartParams) -> Result<StartResult, RpcError> {
-    let (_, sandbox_type) = call.session.start(&p).map_err(start_error)?;
+    let started = call.session.start(&p).map_err(start_error)?;
     Ok(StartResult {
         process_id: p.process_id,
-        sandbox_type: Some(sandbox_type),
-        attached: false,
+        sandbox_type: Some(started.sandbox_type),
+        attached: started.attached,
     })
 }
 
@@ -104,14 +104,14 @@ pub(crate) fn close_stdin(
 
 pub(crate) async fn signal(call: Call, p: SignalParams) -> Result<Empty, RpcError> {
     if let Some(proc) = call.session.process(&p.process_id) {
-        proc.signal(p.signal);
+        proc.signal(p.signal, p.op_id.as_deref());
     }
     Ok(Empty {})
 }
 
 pub(crate) async fn terminate(call: Call, p: TerminateParams) -> Result<TerminateResult, RpcError> {
     let running = match call.session.process(&p.process_id) {
-        Some(proc) => proc.terminate(),
+        Some(proc) => proc.terminate(p.op_id.as_deref()),
         None => false,
     };
     Ok(TerminateResult { running })
@@ -139,7 +139,7 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
                 signal: exit_code.and_then(|_| proc.exit_signal()),
                 last_seq,
                 retained: retained.map(seq_range),
-                timed_out: false,
+                timed_out: proc.timed_out(),
             }
         }
         Lookup::Starting | Lookup::Forgotten => unknown_as(ProcessState::Unknown),
@@ -148,7 +148,12 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
 }
 
 /// `process/list` (extension).
-pub(crate) async fn list(call: Call, _: ListParams) -> Result<ListResult, RpcError> {
+pub(crate) async fn list(call: Call, p: ListParams) -> Result<ListResult, RpcError> {
+    if p.all_sessions {
+        return Err(RpcError::invalid_request(
+            "allSessions needs an admin connection, which this server does not offer yet",
+        ));
+    }
     let mut processes: Vec<ProcessEntry> = call
         .session
         .processes()
