@@ -53,6 +53,13 @@ pub(crate) enum Command {
     /// List the tools of a Streamable HTTP MCP server reached from an executor, or call one.
     #[command(after_help = crate::cmd::mcp::EXAMPLES)]
     Mcp(crate::cmd::mcp::McpArgs),
+    /// Serve the open registry + rendezvous of remote mode: executors register and keep one
+    /// socket, harnesses connect through it (docs/remote.md).
+    #[command(after_help = crate::cmd::rendezvous::EXAMPLES)]
+    Rendezvous(crate::cmd::rendezvous::RendezvousArgs),
+    /// Register an existing WebSocket exec-server as a remote environment: every stream a
+    /// harness opens through the rendezvous is relayed to it.
+    Forward(crate::remote_args::ForwardArgs),
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod remote_args;
 mod serve_args;
 mod telemetry;
 
@@ -52,8 +53,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let remote = std::mem::take(&mut args.remote);
     let (listen, config) = args.into_config()?;
+    if let Some(remote) = remote.into_config(config.ping_interval).await? {
+        let state = ServerState::new(config);
+        let target = transport::relay::Target::Serve(state.clone());
+        transport::relay::serve(remote, target, shutdown_signal()).await?;
+        state.sessions.shutdown_all();
+        return Ok(());
+    }
     let state = ServerState::new(config);
     match listen {
         Listen::Stdio => {
@@ -92,7 +101,7 @@ fn announce(url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

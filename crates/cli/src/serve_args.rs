@@ -28,8 +28,14 @@ pub(crate) struct ServeArgs {
 
     /// Output bytes retained per process for replay after a reconnect; also the backlog at
     /// which the server stops reading a child's output until a client takes it.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     retention_per_process: usize,
+
+    /// Output bytes retained by all the processes of one session: over it, delivered output is
+    /// evicted from the largest holders, and children are no longer read while the session's
+    /// undelivered output reaches it. At least `--retention-per-process`.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    retention_per_session: usize,
 
     /// Largest accepted message (WebSocket message or stdio line), in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 96 << 20)]
@@ -128,6 +134,10 @@ pub(crate) struct ServeArgs {
     /// slower round trips, for comparison.
     #[arg(long, value_name = "N")]
     connection_threads: Option<usize>,
+
+    /// Remote mode: register with a registry and serve through its rendezvous.
+    #[command(flatten)]
+    pub(crate) remote: crate::remote_args::RemoteArgs,
 }
 
 /// `--ws-auth` modes.
@@ -171,6 +181,13 @@ impl ServeArgs {
         if self.retention_per_process < 64 << 10 {
             anyhow::bail!("--retention-per-process must be at least 65536 bytes");
         }
+        if self.retention_per_session < self.retention_per_process {
+            anyhow::bail!(
+                "--retention-per-session ({}) must be at least --retention-per-process ({})",
+                self.retention_per_session,
+                self.retention_per_process
+            );
+        }
         if self.max_message_bytes < 1 << 20 {
             anyhow::bail!("--max-message-bytes must be at least 1048576");
         }
@@ -182,6 +199,7 @@ impl ServeArgs {
         config.limits.session_ttl = Duration::from_secs(self.session_ttl);
         config.limits.closed_retention = Duration::from_secs(self.process_retention);
         config.limits.retention_bytes = self.retention_per_process;
+        config.limits.session_retention_bytes = self.retention_per_session;
         config.limits.max_live_processes_per_session = self.max_processes_per_session;
         config.limits.max_live_processes = self.max_processes;
         config.max_pending_connections = self.max_pending_connections.max(1);

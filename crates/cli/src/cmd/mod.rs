@@ -4,6 +4,7 @@
 pub(crate) mod cp;
 pub(crate) mod info;
 pub(crate) mod mcp;
+pub(crate) mod rendezvous;
 pub(crate) mod run;
 pub(crate) mod shell;
 mod terminal;
@@ -136,6 +137,13 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             0
         }
         Command::Mcp(args) => mcp::mcp(args).await?,
+        Command::Rendezvous(args) => {
+            rendezvous::rendezvous(args).await?;
+            0
+        }
+        Command::Forward(args) => crate::remote_args::forward(args, crate::shutdown_signal())
+            .await
+            .map(|()| 0)?,
     };
     flush_and_exit(code)
 }

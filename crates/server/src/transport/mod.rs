@@ -3,6 +3,7 @@
 
 pub(crate) mod handshake;
 pub mod memory;
+pub mod relay;
 pub mod stdio;
 pub mod threads;
 pub mod ws;
