@@ -74,6 +74,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS")]
     ws_max_token_lifetime_seconds: Option<u64>,
 
+    /// Absolute path of a file holding the admin token (whitespace trimmed): with it,
+    /// `process/list {"allSessions": true, "adminToken": TOKEN}` lists every session's
+    /// processes. Without an admin token that listing is refused.
+    #[arg(long, value_name = "PATH", conflicts_with = "admin_token_sha256")]
+    admin_token_file: Option<std::path::PathBuf>,
+
+    /// SHA-256 of the admin token, as 64 hex characters (instead of `--admin-token-file`).
+    #[arg(long, value_name = "HEX")]
+    admin_token_sha256: Option<String>,
+
     /// Host name accepted in the upgrade's `Host` header (repeatable). Loopback names are
     /// always accepted when bound to loopback; with none given on another address, any host is.
     #[arg(long = "allowed-host", value_name = "NAME")]
@@ -212,6 +222,17 @@ impl ServeArgs {
         if let Some(n) = self.connection_threads {
             config.connection_threads = n;
         }
+        config.admin_token_sha256 = match (&self.admin_token_file, &self.admin_token_sha256) {
+            (Some(path), _) => {
+                let token = read_secret_file(path, "--admin-token-file")?;
+                if token.is_empty() {
+                    anyhow::bail!("`--admin-token-file` {} is empty", path.display());
+                }
+                Some(exec_server_server::auth::token_sha256(&token))
+            }
+            (None, Some(hex)) => Some(parse_sha256(hex, "--admin-token-sha256")?),
+            (None, None) => None,
+        };
         config.http_default_timeout =
             (self.http_default_timeout > 0).then(|| Duration::from_secs(self.http_default_timeout));
         config.auth = self.auth()?;
@@ -262,7 +283,7 @@ impl ServeArgs {
                         }
                         token_sha256(&token)
                     }
-                    (None, Some(hex)) => parse_sha256(hex)?,
+                    (None, Some(hex)) => parse_sha256(hex, "--ws-token-sha256")?,
                 };
                 Ok(WsAuth::CapabilityToken { sha256 })
             }
@@ -302,10 +323,10 @@ fn read_secret_file(path: &std::path::Path, flag: &str) -> anyhow::Result<String
     Ok(text.trim().to_string())
 }
 
-fn parse_sha256(hex: &str) -> anyhow::Result<[u8; 32]> {
+fn parse_sha256(hex: &str, flag: &str) -> anyhow::Result<[u8; 32]> {
     let hex = hex.trim();
-    let bad = || anyhow::anyhow!("`--ws-token-sha256` must be 64 hexadecimal characters");
-    if hex.len() != 64 {
+    let bad = || anyhow::anyhow!("`{flag}` must be 64 hexadecimal characters");
+    if hex.len() != 64 || !hex.is_ascii() {
         return Err(bad());
     }
     let mut out = [0u8; 32];

@@ -339,3 +339,80 @@ async fn heartbeats_carry_the_last_seq_of_running_processes() {
     let status = c.call("process/status", json!({"processId": "beat"})).await;
     assert_eq!(beat["lastSeq"], status["lastSeq"], "{hb} vs {status}");
 }
+
+#[tokio::test]
+async fn the_admin_token_lists_every_sessions_processes() {
+    let token_file = std::env::temp_dir().join(format!("admin-token-{}", std::process::id()));
+    std::fs::write(&token_file, "let-me-see\n").unwrap();
+    let server = Server::start(&["--admin-token-file", token_file.to_str().unwrap()]);
+    let (mut a, sid_a) = server.session().await;
+    let (mut b, sid_b) = server.session().await;
+    a.sh("a1", "sleep 30", json!({})).await;
+    b.sh("b1", "sleep 30", json!({})).await;
+
+    // Without the flag's token: refused, and a session's own list stays its own.
+    let r = a
+        .request("process/list", json!({"allSessions": true}))
+        .await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("adminToken"));
+    let r = a
+        .request(
+            "process/list",
+            json!({"allSessions": true, "adminToken": "guess"}),
+        )
+        .await;
+    assert_eq!(r["error"]["message"], "invalid adminToken", "{r}");
+    let own = a.call("process/list", json!({})).await;
+    assert_eq!(own["processes"].as_array().unwrap().len(), 1, "{own}");
+    assert!(own["processes"][0].get("sessionId").is_none());
+
+    let all = a
+        .call(
+            "process/list",
+            json!({"allSessions": true, "adminToken": "let-me-see"}),
+        )
+        .await;
+    let mut seen: Vec<(String, String)> = all["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["sessionId"].as_str().unwrap().to_string(),
+                p["processId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![(sid_a, "a1".to_string()), (sid_b, "b1".to_string())];
+    want.sort();
+    assert_eq!(seen, want);
+    for (c, id) in [(&mut a, "a1"), (&mut b, "b1")] {
+        c.call("process/terminate", json!({"processId": id})).await;
+    }
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[tokio::test]
+async fn without_an_admin_token_all_sessions_is_refused() {
+    let server = Server::start(&[]);
+    let (mut c, _) = server.session().await;
+    let r = c
+        .request(
+            "process/list",
+            json!({"allSessions": true, "adminToken": "x"}),
+        )
+        .await;
+    assert_eq!(r["error"]["code"], -32600, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--admin-token-file"),
+        "{r}"
+    );
+}

@@ -565,6 +565,11 @@ impl Sessions {
         }
     }
 
+    /// Every held session (attached or detached).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.map().values().cloned().collect()
+    }
+
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Session>>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }

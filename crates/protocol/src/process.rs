@@ -526,9 +526,13 @@ pub struct ProcessEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ListParams {
-    /// Every session's processes, not only this one's (admin connections only).
+    /// Every session's processes, not only this one's (needs `adminToken`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub all_sessions: bool,
+    /// The operator's admin token (`--admin-token-file` / `--admin-token-sha256`), required
+    /// with `allSessions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
 }
 
 /// `process/list` result (extension).

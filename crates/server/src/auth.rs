@@ -68,9 +68,7 @@ impl WsAuth {
         match self {
             WsAuth::None => Ok(()),
             WsAuth::CapabilityToken { sha256 } => {
-                let token = bearer(headers)?;
-                let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                if bool::from(digest.ct_eq(sha256)) {
+                if token_matches(bearer(headers)?, sha256) {
                     Ok(())
                 } else {
                     Err("invalid websocket bearer token")
@@ -79,6 +77,12 @@ impl WsAuth {
             WsAuth::SignedBearer(cfg) => verify_jwt(cfg, bearer(headers)?, now),
         }
     }
+}
+
+/// Whether `token`'s SHA-256 is `sha256`, compared in constant time.
+pub fn token_matches(token: &str, sha256: &[u8; 32]) -> bool {
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    bool::from(digest.ct_eq(sha256))
 }
 
 /// SHA-256 of a token, for `--ws-token-file`.

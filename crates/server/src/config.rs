@@ -43,6 +43,9 @@ pub struct ServeConfig {
     /// Threads that run WebSocket connections (default one per CPU, at most 16; 0 runs them
     /// on the server's multi-thread runtime), see [`crate::transport::threads`].
     pub connection_threads: usize,
+    /// SHA-256 of the admin token that `process/list {allSessions}` requires (default none:
+    /// the admin listing is off).
+    pub admin_token_sha256: Option<[u8; 32]>,
 }
 
 impl Default for ServeConfig {
@@ -65,6 +68,7 @@ impl Default for ServeConfig {
             http_default_timeout: Some(Duration::from_secs(300)),
             read_file_limit: exec_server_core::fs::DEFAULT_READ_FILE_LIMIT,
             connection_threads: crate::transport::threads::ConnectionThreads::default_count(),
+            admin_token_sha256: None,
         }
     }
 }

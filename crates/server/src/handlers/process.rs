@@ -149,16 +149,39 @@ pub(crate) async fn status(call: Call, p: StatusParams) -> Result<StatusResult, 
 
 /// `process/list` (extension).
 pub(crate) async fn list(call: Call, p: ListParams) -> Result<ListResult, RpcError> {
-    if p.all_sessions {
-        return Err(RpcError::invalid_request(
-            "allSessions needs an admin connection, which this server does not offer yet",
-        ));
-    }
-    let mut processes: Vec<ProcessEntry> = call
-        .session
-        .processes()
+    let sessions = if p.all_sessions {
+        let Some(sha256) = &call.state.config.admin_token_sha256 else {
+            return Err(RpcError::invalid_request(
+                "allSessions is off: the server was started without --admin-token-file or --admin-token-sha256",
+            ));
+        };
+        match &p.admin_token {
+            Some(token) if crate::auth::token_matches(token, sha256) => {}
+            Some(_) => return Err(RpcError::invalid_request("invalid adminToken")),
+            None => {
+                return Err(RpcError::invalid_request(
+                    "allSessions needs the server's admin token in adminToken",
+                ))
+            }
+        }
+        call.state.sessions.all()
+    } else {
+        if p.admin_token.is_some() {
+            return Err(RpcError::invalid_params(
+                "adminToken is only used with allSessions",
+            ));
+        }
+        vec![call.session.clone()]
+    };
+    let mut processes: Vec<ProcessEntry> = sessions
         .iter()
-        .map(|proc| ProcessEntry {
+        .flat_map(|s| {
+            let sid = p.all_sessions.then(|| s.id().to_string());
+            s.processes()
+                .into_iter()
+                .map(move |proc| (sid.clone(), proc))
+        })
+        .map(|(session_id, proc)| ProcessEntry {
             process_id: proc.id().to_string(),
             argv: proc.argv().to_vec(),
             pid: proc.pid(),
@@ -169,10 +192,16 @@ pub(crate) async fn list(call: Call, p: ListParams) -> Result<ListResult, RpcErr
                 .map_or(0, |d| d.as_millis() as u64),
             state: state_of(proc.exit_code()),
             retained: proc.seq_info().1.map(seq_range),
-            session_id: None,
+            session_id,
         })
         .collect();
-    processes.sort_by(|a, b| (a.started_at, &a.process_id).cmp(&(b.started_at, &b.process_id)));
+    processes.sort_by(|a, b| {
+        (a.started_at, &a.session_id, &a.process_id).cmp(&(
+            b.started_at,
+            &b.session_id,
+            &b.process_id,
+        ))
+    });
     Ok(ListResult { processes })
 }
 
