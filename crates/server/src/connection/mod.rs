@@ -80,6 +80,10 @@ pub struct TransportInfo {
     pub drain_on_end: bool,
     /// Send keepalive pings.
     pub keepalive: bool,
+    /// Close the connection when no `initialize` arrives within
+    /// [`crate::ServeConfig::initialize_deadline`] (WebSocket and relay streams: peers that
+    /// could hold a slot without ever using it).
+    pub initialize_deadline: bool,
     /// The runtime that runs requests which do not complete at once, and every
     /// `process/start` (`None`: the runtime the connection runs on). WebSocket connections run
     /// on a connection thread and hand such work to the server's multi-thread runtime
@@ -134,9 +138,10 @@ where
             .unwrap_or_else(tokio::runtime::Handle::current),
         info,
     };
-    // WebSocket peers must initialize in time and answer pings; stdio and in-memory peers
-    // are trusted by construction.
+    // WebSocket peers must initialize in time and answer pings, relay streams must initialize
+    // in time; stdio and in-memory peers are trusted by construction.
     let watchdog = conn.info.keepalive;
+    let init_watch = conn.info.initialize_deadline;
     let init_deadline = tokio::time::Instant::now() + cfg.initialize_deadline;
     let dead_after = cfg.ping_interval * 2 + cfg.ping_interval.min(Duration::from_secs(5));
     let mut last_seen = tokio::time::Instant::now();
@@ -146,7 +151,7 @@ where
         let frame = tokio::select! {
             f = reader.next() => f,
             _ = conn.out.closed() => break false,
-            _ = tokio::time::sleep_until(init_deadline), if watchdog && uninitialized => {
+            _ = tokio::time::sleep_until(init_deadline), if init_watch && uninitialized => {
                 tracing::warn!(connection = conn.id, "no initialize before the deadline; closing");
                 conn.close(1008, "initialize deadline exceeded").await;
                 break true;

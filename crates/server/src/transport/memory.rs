@@ -36,6 +36,7 @@ pub fn connect(state: Arc<ServerState>, cap: usize) -> Peer {
         parse_error_prefix: "failed to parse JSON-RPC message from exec-server memory".into(),
         drain_on_end: true,
         keepalive: false,
+        initialize_deadline: false,
         work: None,
         transport_writes: None,
     };

@@ -46,6 +46,7 @@ where
         parse_error_prefix: "failed to parse JSON-RPC message from exec-server stdio".into(),
         drain_on_end: true,
         keepalive: false,
+        initialize_deadline: false,
         work: None,
         transport_writes: None,
     };

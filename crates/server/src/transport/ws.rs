@@ -223,6 +223,7 @@ async fn run_socket(upgraded: hyper::upgrade::Upgraded, state: Arc<ServerState>,
         ),
         drain_on_end: false,
         keepalive: true,
+        initialize_deadline: true,
         work: state.work_runtime.get().cloned(),
         transport_writes: Some(control.wake.clone()),
     };

@@ -15,8 +15,12 @@
 //!    32 at once, enforced by the relay), established streams get a `stream` adapter.
 //! 5. When the socket drops, every stream on it ends (their sessions detach and stay
 //!    resumable through a new stream, as over WebSocket); the executor redials the same URL
-//!    with backoff from 1 s doubling to 30 s, reset after a successful connect, and never
-//!    registers again.
+//!    with backoff from 1 s doubling to 30 s, reset after a successful connect. Like upstream
+//!    it does not register again while the rendezvous accepts its ticket; unlike upstream, when
+//!    the rendezvous refuses the ticket with 401 (it restarted and forgot the registration, or
+//!    another executor replaced it), it registers again (with the same identity) after the
+//!    backoff, so a restarted rendezvous does not need the executor restarted. A failure of that
+//!    registration is logged and retried with the backoff (only the first one is fatal).
 //!
 //! Bounded everywhere: per-stream inbound queue of `stream::INBOUND_QUEUE` (128) messages
 //! (overflow resets the stream, spec §10.4 item 7), one outbound queue per socket of
@@ -151,17 +155,45 @@ pub async fn serve(
         rendezvous = %without_query(&registration.url),
         "registered remote environment"
     );
-    let shared = Arc::new(socket::Shared {
-        registry,
-        registration_id: registration.executor_registration_id.clone(),
-        target,
-        ping_interval: config.ping_interval,
-    });
+    let mut registration = registration;
+    let shared_for = |registration_id: &str| {
+        Arc::new(socket::Shared {
+            registry: registry.clone(),
+            registration_id: registration_id.to_string(),
+            target: target.clone(),
+            ping_interval: config.ping_interval,
+        })
+    };
+    let mut shared = shared_for(&registration.executor_registration_id);
     let mut backoff = MIN_BACKOFF;
+    let mut register_again = false;
     loop {
-        let connected = tokio::select! {
-            c = connect(&registration.url) => c,
-            _ = cancel.cancelled() => break,
+        if register_again {
+            let again = tokio::select! {
+                r = registry.register(identity.public_key()) => r,
+                _ = cancel.cancelled() => break,
+            };
+            match again {
+                Ok(r) => {
+                    tracing::info!(
+                        registration_id = %r.executor_registration_id,
+                        rendezvous = %without_query(&r.url),
+                        "registered again: the rendezvous refused the old ticket"
+                    );
+                    shared = shared_for(&r.executor_registration_id);
+                    registration = r;
+                    register_again = false;
+                }
+                Err(e) => tracing::warn!(error = %e, ?backoff, "registering again failed"),
+            }
+        }
+        let connected = if register_again {
+            Err(ConnectError::Other("not registered".into()))
+        } else {
+            tokio::select! {
+                c = connect(&registration.url) => c,
+                _ = cancel.cancelled() => break,
+            }
         };
         match connected {
             Ok(ws) => {
@@ -179,6 +211,10 @@ pub async fn serve(
                     }
                 }
             }
+            Err(ConnectError::TicketRefused(e)) => {
+                tracing::warn!(error = %e, ?backoff, "rendezvous refused the ticket; registering again");
+                register_again = true;
+            }
             Err(e) => tracing::warn!(error = %e, ?backoff, "rendezvous connect failed"),
         }
         tokio::select! {
@@ -195,12 +231,23 @@ pub async fn serve(
 pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Why the rendezvous socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    /// The rendezvous answered 401: it does not know the registration's ticket.
+    #[error("{0}")]
+    TicketRefused(String),
+    /// Anything else (network, timeout, other statuses): redial the same URL.
+    #[error("{0}")]
+    Other(String),
+}
+
 /// Dials the rendezvous (spec §10.2).
-async fn connect(url: &str) -> Result<Socket, String> {
+async fn connect(url: &str) -> Result<Socket, ConnectError> {
     install_crypto_provider();
     let mut request = url
         .into_client_request()
-        .map_err(|e| format!("invalid rendezvous url: {e}"))?;
+        .map_err(|e| ConnectError::Other(format!("invalid rendezvous url: {e}")))?;
     let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -210,7 +257,9 @@ async fn connect(url: &str) -> Result<Socket, String> {
         .max_frame_size(Some(RENDEZVOUS_MESSAGE_LIMIT));
     let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     match tokio::time::timeout(RENDEZVOUS_CONNECT_TIMEOUT, dial).await {
-        Err(_) => Err("rendezvous websocket connection timed out".into()),
+        Err(_) => Err(ConnectError::Other(
+            "rendezvous websocket connection timed out".into(),
+        )),
         Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
             let reason = resp
@@ -218,12 +267,17 @@ async fn connect(url: &str) -> Result<Socket, String> {
                 .get(exec_server_relay::registry::REJECTION_REASON_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none given");
-            Err(format!(
+            let text = format!(
                 "rendezvous refused the websocket ({}; reason: {reason})",
                 resp.status()
-            ))
+            );
+            if resp.status() == tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED {
+                Err(ConnectError::TicketRefused(text))
+            } else {
+                Err(ConnectError::Other(text))
+            }
         }
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(ConnectError::Other(e.to_string())),
     }
 }
 

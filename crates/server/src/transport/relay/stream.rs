@@ -105,6 +105,8 @@ async fn serve(
         drain_on_end: false,
         // The rendezvous socket is pinged; relay streams carry no pings of their own.
         keepalive: false,
+        // A harness that opens a stream and never initializes is closed (its stream reset).
+        initialize_deadline: true,
         work: None,
         transport_writes: None,
     };
