@@ -114,7 +114,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     header_read_timeout: u64,
 
-    /// Seconds after the WebSocket upgrade by which `initialize` must have succeeded.
+    /// Seconds after the WebSocket upgrade (or a relay stream's handshake) by which
+    /// `initialize` must have succeeded.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     initialize_timeout: u64,
 
