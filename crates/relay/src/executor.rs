@@ -11,9 +11,16 @@
 //!
 //! Limits (spec §10.4 item 2): at most [`MAX_PENDING_VALIDATIONS`] streams waiting for the
 //! registry and [`MAX_ACTIVE_STREAMS`] established streams per socket; a validation not answered
-//! within [`VALIDATION_TIMEOUT`] is reset by [`ExecutorRelay::expire_validations`]. Not here:
-//! the pause after repeated handshake failures and the inbound queue of 128 messages, which
-//! belong to the async driver.
+//! within [`VALIDATION_TIMEOUT`] is reset by [`ExecutorRelay::expire_validations`].
+//!
+//! Repeated failures (spec §10.6): after [`HANDSHAKE_FAILURES_BEFORE_PAUSE`] handshakes in a
+//! row failed (undecodable or wrong-key msg1, refused or timed-out validation), handshakes are
+//! paused: new ones are reset at once, without the ML-KEM decapsulation or a registry call, for
+//! [`FIRST_HANDSHAKE_PAUSE`], doubled each time the failures go on up to
+//! [`LONGEST_HANDSHAKE_PAUSE`]; one established stream resets both. Established streams are
+//! never affected. The time is the `now` of the latest [`ExecutorRelay::on_frame`] or
+//! [`ExecutorRelay::expire_validations`] call (the driver calls the latter every second). Not
+//! here: the inbound queue of 128 messages, which belongs to the async driver.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +36,12 @@ pub const MAX_PENDING_VALIDATIONS: usize = 32;
 pub const MAX_ACTIVE_STREAMS: usize = 128;
 /// How long a harness-key validation may take before its stream is reset.
 pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes failing in a row before handshakes are paused (upstream's constant).
+pub const HANDSHAKE_FAILURES_BEFORE_PAUSE: u32 = 8;
+/// The first pause of handshakes.
+pub const FIRST_HANDSHAKE_PAUSE: Duration = Duration::from_secs(1);
+/// The longest pause of handshakes.
+pub const LONGEST_HANDSHAKE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Something the driver must do after feeding the relay.
 #[derive(Debug)]
@@ -75,6 +88,14 @@ pub struct ExecutorRelay {
     environment_id: String,
     registration_id: String,
     streams: HashMap<StreamId, State>,
+    /// Handshakes failed in a row since the last established stream or pause.
+    failures: u32,
+    /// The next pause's length.
+    next_pause: Duration,
+    /// Handshakes are refused until then.
+    paused_until: Option<Instant>,
+    /// The latest time the driver told us.
+    now: Instant,
 }
 
 impl ExecutorRelay {
@@ -86,6 +107,34 @@ impl ExecutorRelay {
             environment_id: environment_id.to_string(),
             registration_id: registration_id.to_string(),
             streams: HashMap::new(),
+            failures: 0,
+            next_pause: FIRST_HANDSHAKE_PAUSE,
+            paused_until: None,
+            now: Instant::now(),
+        }
+    }
+
+    /// Whether new handshakes are refused because too many failed in a row.
+    pub fn handshakes_paused(&self) -> bool {
+        self.paused_until.is_some_and(|until| self.now < until)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Counts a failed handshake; the eighth in a row starts a pause.
+    fn handshake_failed(&mut self) {
+        self.failures += 1;
+        if self.failures >= HANDSHAKE_FAILURES_BEFORE_PAUSE {
+            tracing::warn!(
+                failures = self.failures,
+                pause = ?self.next_pause,
+                "pausing Noise relay handshakes after repeated failures"
+            );
+            self.paused_until = Some(self.now + self.next_pause);
+            self.next_pause = (self.next_pause * 2).min(LONGEST_HANDSHAKE_PAUSE);
+            self.failures = 0;
         }
     }
 
@@ -104,6 +153,7 @@ impl ExecutorRelay {
 
     /// Handles one checked inbound frame.
     pub fn on_frame(&mut self, frame: Frame, now: Instant) -> Vec<Action> {
+        self.tick(now);
         let Frame {
             stream_id, body, ..
         } = frame;
@@ -139,6 +189,10 @@ impl ExecutorRelay {
         if self.active_count() >= MAX_ACTIVE_STREAMS {
             return self.fail(stream_id, &"too many active relay streams");
         }
+        if self.handshakes_paused() {
+            // Quietly: the pause itself was logged once.
+            return reset_frame(stream_id);
+        }
         let prologue = prologue(
             &self.environment_id,
             &self.registration_id,
@@ -160,7 +214,10 @@ impl ExecutorRelay {
                 );
                 vec![action]
             }
-            Err(e) => self.fail(stream_id, &e),
+            Err(e) => {
+                self.handshake_failed();
+                self.fail(stream_id, &e)
+            }
         }
     }
 
@@ -174,6 +231,7 @@ impl ExecutorRelay {
             return Vec::new();
         };
         if !valid {
+            self.handshake_failed();
             return self.fail(stream_id.clone(), &"harness key validation failed");
         }
         if self.active_count() >= MAX_ACTIVE_STREAMS {
@@ -181,6 +239,9 @@ impl ExecutorRelay {
         }
         match pending.accept() {
             Ok((msg2, transport)) => {
+                self.failures = 0;
+                self.next_pause = FIRST_HANDSHAKE_PAUSE;
+                self.paused_until = None;
                 self.streams.insert(
                     stream_id.clone(),
                     State::Established(Box::new(SecureStream::new(transport))),
@@ -193,12 +254,16 @@ impl ExecutorRelay {
                     Action::Opened(stream_id.clone()),
                 ]
             }
-            Err(e) => self.fail(stream_id.clone(), &e),
+            Err(e) => {
+                self.handshake_failed();
+                self.fail(stream_id.clone(), &e)
+            }
         }
     }
 
     /// Resets streams whose validation started more than [`VALIDATION_TIMEOUT`] before `now`.
     pub fn expire_validations(&mut self, now: Instant) -> Vec<Action> {
+        self.tick(now);
         let expired: Vec<StreamId> = self
             .streams
             .iter()
@@ -213,7 +278,10 @@ impl ExecutorRelay {
             .collect();
         expired
             .into_iter()
-            .flat_map(|id| self.fail(id, &"harness key validation timed out"))
+            .flat_map(|id| {
+                self.handshake_failed();
+                self.fail(id, &"harness key validation timed out")
+            })
             .collect()
     }
 
@@ -245,17 +313,22 @@ impl ExecutorRelay {
     fn fail(&mut self, stream_id: StreamId, why: &dyn std::fmt::Display) -> Vec<Action> {
         tracing::warn!(%stream_id, error = %why, "resetting relay stream");
         let known = self.streams.remove(&stream_id).is_some();
-        let mut actions = vec![Action::Send(Frame::new(
-            stream_id.clone(),
-            FrameBody::Reset {
-                reason: PROTOCOL_ERROR_RESET_REASON.to_string(),
-            },
-        ))];
+        let mut actions = reset_frame(stream_id.clone());
         if known {
             actions.push(Action::Closed(stream_id));
         }
         actions
     }
+}
+
+/// The one reset frame the executor sends (spec §10.4), as actions.
+fn reset_frame(stream_id: StreamId) -> Vec<Action> {
+    vec![Action::Send(Frame::new(
+        stream_id,
+        FrameBody::Reset {
+            reason: PROTOCOL_ERROR_RESET_REASON.to_string(),
+        },
+    ))]
 }
 
 impl std::fmt::Debug for ExecutorRelay {
@@ -457,6 +530,58 @@ mod tests {
             HarnessStream::start(&w.harness_id, &w.connect, h.stream_id().clone()).unwrap();
         assert!(is_reset(&feed(&mut w, again[1].clone()), h.stream_id()));
         assert_eq!(w.relay.active_count(), 0);
+    }
+
+    #[test]
+    fn eight_failed_handshakes_in_a_row_pause_handshakes_then_doubling() {
+        let mut w = world();
+        let mut established = open(&mut w);
+        let fail_one = |w: &mut World| {
+            let (h, actions) = begin(w);
+            assert!(matches!(actions.as_slice(), [Action::Validate { .. }]));
+            assert!(is_reset(
+                &w.relay.validated(h.stream_id(), false),
+                h.stream_id()
+            ));
+        };
+        for _ in 0..7 {
+            fail_one(&mut w);
+        }
+        assert!(!w.relay.handshakes_paused());
+        fail_one(&mut w);
+        assert!(w.relay.handshakes_paused());
+        // While paused, a good handshake is reset at once, with no validation asked for.
+        let (h, actions) = begin(&mut w);
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        assert!(is_reset(&actions, h.stream_id()));
+        // An established stream is not affected by the pause.
+        let mut delivered = Vec::new();
+        for frame in established.send(b"{\"id\":1}").unwrap() {
+            delivered.extend(feed(&mut w, frame));
+        }
+        assert!(
+            matches!(delivered.as_slice(), [Action::Deliver(_, m)] if m == &vec![b"{\"id\":1}".to_vec()]),
+            "{delivered:?}"
+        );
+        w.now += FIRST_HANDSHAKE_PAUSE;
+        w.relay.expire_validations(w.now);
+        assert!(!w.relay.handshakes_paused());
+        // Eight more failures: a pause twice as long.
+        for _ in 0..8 {
+            fail_one(&mut w);
+        }
+        w.now += FIRST_HANDSHAKE_PAUSE;
+        w.relay.expire_validations(w.now);
+        assert!(w.relay.handshakes_paused(), "the second pause lasts 2 s");
+        w.now += FIRST_HANDSHAKE_PAUSE;
+        w.relay.expire_validations(w.now);
+        assert!(!w.relay.handshakes_paused());
+        // A success resets the count: seven failures after it do not pause.
+        let _ok = open(&mut w);
+        for _ in 0..7 {
+            fail_one(&mut w);
+        }
+        assert!(!w.relay.handshakes_paused());
     }
 
     #[test]

@@ -27,8 +27,9 @@
 //! `socket::OUTBOUND_QUEUE` (256) messages shared by its streams, a validation results queue
 //! of 32, plus the relay's own limits (128 streams, 32 pending validations, 10 s each).
 //!
-//! Not done: the pause after 8 consecutive handshake failures (§10.6), rotating credentials,
-//! Agent Identity and the direct transport (§10.9).
+//! After 8 handshakes in a row failed, the relay pauses handshakes (1 s, doubling to 30 s;
+//! see `exec_server_relay::executor`). Not done: rotating credentials, Agent Identity and the
+//! direct transport (§10.9).
 
 mod registry;
 mod socket;
