@@ -10,7 +10,12 @@ use exec_server_server::ServeConfig;
 pub(crate) struct ServeArgs {
     /// Where to listen: `ws://IP:PORT` (port 0 picks a free port; the bound URL is printed as
     /// the first line of stdout) or `stdio` (newline-delimited JSON on stdin/stdout).
-    #[arg(long, value_name = "URL", default_value = "ws://127.0.0.1:0")]
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "ws://127.0.0.1:0",
+        conflicts_with = "remote"
+    )]
     listen: String,
 
     /// Requests processed concurrently per connection; more wait their turn (stdin writes to

@@ -29,6 +29,24 @@ fn listen_errors_use_upstream_messages() {
 }
 
 #[test]
+fn listen_and_remote_conflict_as_upstream() {
+    let out = run(&[
+        "--listen",
+        "ws://127.0.0.1:0",
+        "--remote",
+        "http://127.0.0.1:1",
+        "--environment-id",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the argument '--listen <URL>' cannot be used with '--remote <URL>'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn version_and_help_describe_the_flags() {
     let out = run(&["--version"]);
     assert!(out.status.success());
