@@ -114,16 +114,57 @@ impl Rendezvous {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use axum::serve::Listener as _;
         let hub = self.state.hub.clone();
         let stop = hub.shutdown.clone();
-        let signal = async move {
-            shutdown.await;
-            stop.cancel();
-        };
-        let listener = listener::LimitedListener::new(listener, hub.limits.max_connections);
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(signal)
-            .await
+        let timeout = hub.limits.header_read_timeout;
+        let mut listener = listener::LimitedListener::new(listener, hub.limits.max_connections);
+        let router = self.router();
+        let connections = tokio_util::task::TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (io, _peer) = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = &mut shutdown => break,
+            };
+            connections.spawn(serve_http(io, router.clone(), timeout, stop.clone()));
+        }
+        // Sockets close (their streams end), HTTP calls in flight finish; a client that does
+        // not is not waited for beyond the header timeout.
+        stop.cancel();
+        connections.close();
+        let _ = tokio::time::timeout(timeout, connections.wait()).await;
+        Ok(())
+    }
+}
+
+/// Serves one HTTP/1.1 connection: registry calls, or the upgrade to a rendezvous socket
+/// (which then lives in its own task). Unlike `axum::serve`, with a header read timeout.
+async fn serve_http(
+    io: listener::LimitedStream,
+    router: axum::Router,
+    header_read_timeout: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut router = router.clone();
+        async move { tower_service::Service::call(&mut router, req).await }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%e, "http connection ended with an error");
     }
 }
 

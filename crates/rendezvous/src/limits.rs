@@ -47,6 +47,10 @@ pub struct Limits {
     /// A socket on which nothing (frame, ping or pong) arrives for this long is closed.
     /// Default 90 s.
     pub idle_timeout: Duration,
+    /// Time to receive an HTTP request's headers (registry calls and socket upgrades) before
+    /// the connection is closed, so idle or trickling clients cannot hold the connection
+    /// slots. Default 10 s.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +67,7 @@ impl Default for Limits {
             slow_peer_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

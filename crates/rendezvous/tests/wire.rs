@@ -688,3 +688,33 @@ async fn open_connections_are_bounded() {
     let answer = tokio::time::timeout(WAIT, call).await.unwrap().unwrap();
     assert_eq!(answer.status, 200);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_closed_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = Limits {
+        max_connections: 1,
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let server = start_with(limits, None).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"POST /cloud/environment/e2e/register HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // The trickling client is closed once the header timeout passes...
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(WAIT, slow.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was held open past the header timeout"
+    );
+    // ...and its slot serves the next call.
+    let answer = tokio::time::timeout(
+        WAIT,
+        register_raw(server.addr, "e2e", Some(EXEC_TOKEN), &key()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+}
