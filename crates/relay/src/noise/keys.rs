@@ -274,11 +274,11 @@ mod tests {
         zeroize_on_drop::<KemKeyPair>();
         zeroize_on_drop::<
             clatter::symmetricstate::SymmetricState<
-                clatter::crypto::cipher::AesGcm,
+                super::super::cipher::AesGcm,
                 clatter::crypto::hash::Sha256,
             >,
         >();
-        zeroize_on_drop::<clatter::cipherstate::CipherState<clatter::crypto::cipher::AesGcm>>();
+        zeroize_on_drop::<clatter::cipherstate::CipherState<super::super::cipher::AesGcm>>();
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! msg2 is 3424 bytes. Every Noise message is at most [`MAX_NOISE_MESSAGE_LEN`] bytes; larger
 //! inputs are rejected before they reach clatter, which would panic on them.
 
+mod cipher;
 mod handshake;
 pub mod keys;
 mod transport;
@@ -51,12 +52,13 @@ pub const MSG2_LEN: usize = 3424;
 /// Most transport records one direction may carry: relay `seq` is a `u32` that never wraps.
 pub const MAX_RECORDS_PER_DIRECTION: u64 = u32::MAX as u64;
 
-/// The handshake type: X25519, ML-KEM-768 for both ephemeral and static KEM, AES-GCM, SHA-256.
+/// The handshake type: X25519, ML-KEM-768 for both ephemeral and static KEM, AES-GCM (ring:
+/// [`cipher`]), SHA-256.
 type Handshake = clatter::HybridHandshake<
     clatter::crypto::dh::X25519,
     clatter::crypto::kem::rust_crypto_ml_kem::MlKem768,
     clatter::crypto::kem::rust_crypto_ml_kem::MlKem768,
-    clatter::crypto::cipher::AesGcm,
+    cipher::AesGcm,
     clatter::crypto::hash::Sha256,
 >;
 

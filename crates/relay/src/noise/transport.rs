@@ -5,10 +5,10 @@
 use std::fmt;
 
 use clatter::bytearray::ByteArray;
-use clatter::crypto::cipher::AesGcm;
 use clatter::crypto::hash::Sha256;
 use clatter::transportstate::TransportState;
 
+use super::cipher::AesGcm;
 use super::{NoiseError, MAX_NOISE_MESSAGE_LEN, MAX_RECORDS_PER_DIRECTION, TAG_LEN};
 
 /// An established Noise channel. The cipher keys live in clatter's `CipherState`, which zeroises
