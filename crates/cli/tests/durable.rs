@@ -2,9 +2,6 @@
 //! against the real server through a fault-injecting proxy (lost replies, lost requests,
 //! connections cut mid-stream) and across a server frozen with SIGSTOP.
 
-#[path = "proxy.rs"]
-mod proxy;
-
 use std::time::{Duration, Instant};
 
 use exec_server_client::{Client, ProcessEvent};
@@ -12,7 +9,7 @@ use exec_server_protocol::process::{ProcessSignal, StartParams, Stream};
 use exec_server_protocol::PathUri;
 use sha2::{Digest, Sha256};
 
-use self::proxy::{Proxy, Rule};
+use crate::proxy::{Proxy, Rule};
 use crate::support::{Server, BIN};
 
 /// No test waits longer than this for one event: a stall fails the test instead of hanging.

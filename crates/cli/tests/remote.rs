@@ -24,21 +24,27 @@ use tokio::sync::mpsc;
 
 use crate::support::{unb64, BIN};
 
-const ENV_ID: &str = "e2e";
-const REG_ID: &str = "reg-1";
-const BEARER: &str = "exec-secret";
-const GOOD_AUTH: &str = "auth-good";
+pub(crate) const ENV_ID: &str = "e2e";
+pub(crate) const REG_ID: &str = "reg-1";
+pub(crate) const BEARER: &str = "exec-secret";
+pub(crate) const GOOD_AUTH: &str = "auth-good";
+/// Authorizations the fake registry answers specially (remote_bad.rs): valid after 2 s, a 500,
+/// a 200 whose body is not JSON, a 200 whose `valid` is not a boolean.
+pub(crate) const SLOW_AUTH: &str = "auth-slow";
+pub(crate) const ERROR_AUTH: &str = "auth-500";
+pub(crate) const GARBAGE_AUTH: &str = "auth-garbage";
+pub(crate) const STRING_VALID_AUTH: &str = "auth-string-valid";
 
 /// What the fake registry saw.
 #[derive(Default)]
-struct Seen {
-    registrations: usize,
-    executor_key: Option<PublicKey>,
+pub(crate) struct Seen {
+    pub(crate) registrations: usize,
+    pub(crate) executor_key: Option<PublicKey>,
     /// (x-codex-noise-stream-id, authorization) per validate call.
-    validations: Vec<(String, String)>,
+    pub(crate) validations: Vec<(String, String)>,
     /// x-request-id of each rendezvous dial, and whether it carried an Authorization header.
-    dials: Vec<(String, bool)>,
-    bad_requests: Vec<String>,
+    pub(crate) dials: Vec<(String, bool)>,
+    pub(crate) bad_requests: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -81,7 +87,7 @@ async fn validate(
     State(rv): State<Rv>,
     headers: HeaderMap,
     Json(body): Json<Value>,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let stream = headers
         .get("x-codex-noise-stream-id")
         .and_then(|v| v.to_str().ok())
@@ -91,12 +97,27 @@ async fn validate(
         .as_str()
         .unwrap_or("")
         .to_string();
-    let mut seen = rv.seen.lock().expect("lock");
-    if !bearer_ok(&headers) || body["executor_registration_id"] != REG_ID {
-        seen.bad_requests.push(format!("validate: {body}"));
+    {
+        let mut seen = rv.seen.lock().expect("lock");
+        if !bearer_ok(&headers) || body["executor_registration_id"] != REG_ID {
+            seen.bad_requests.push(format!("validate: {body}"));
+        }
+        seen.validations.push((stream, auth.clone()));
     }
-    seen.validations.push((stream, auth.clone()));
-    Json(json!({"valid": auth == GOOD_AUTH}))
+    match auth.as_str() {
+        SLOW_AUTH => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Json(json!({"valid": true})).into_response()
+        }
+        ERROR_AUTH => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"valid": true})),
+        )
+            .into_response(),
+        GARBAGE_AUTH => (StatusCode::OK, "valid: true").into_response(),
+        STRING_VALID_AUTH => Json(json!({"valid": "true"})).into_response(),
+        _ => Json(json!({"valid": auth == GOOD_AUTH})).into_response(),
+    }
 }
 
 async fn rendezvous(
@@ -121,11 +142,11 @@ async fn rendezvous(
 }
 
 /// The registry + rendezvous and the executor registered with it.
-struct World {
-    seen: Arc<Mutex<Seen>>,
-    sockets: mpsc::Receiver<WebSocket>,
-    child: Child,
-    harness: StaticIdentity,
+pub(crate) struct World {
+    pub(crate) seen: Arc<Mutex<Seen>>,
+    pub(crate) sockets: mpsc::Receiver<WebSocket>,
+    pub(crate) child: Child,
+    pub(crate) harness: StaticIdentity,
 }
 
 impl Drop for World {
@@ -135,16 +156,16 @@ impl Drop for World {
     }
 }
 
-async fn start() -> World {
+pub(crate) async fn start() -> World {
     start_with(&[]).await
 }
 
 /// The registry + rendezvous, and `exec-server <args> --remote …` registered with it.
-async fn start_with(args: &[&str]) -> World {
+pub(crate) async fn start_with(args: &[&str]) -> World {
     start_full(args, BEARER).await
 }
 
-async fn start_full(args: &[&str], bearer: &str) -> World {
+pub(crate) async fn start_full(args: &[&str], bearer: &str) -> World {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -191,7 +212,7 @@ async fn start_full(args: &[&str], bearer: &str) -> World {
 }
 
 impl World {
-    async fn accept(&mut self) -> Harness {
+    pub(crate) async fn accept(&mut self) -> Harness {
         let ws = tokio::time::timeout(Duration::from_secs(20), self.sockets.recv())
             .await
             .expect("executor dialled the rendezvous in time")
@@ -210,24 +231,28 @@ impl World {
             streams: HashMap::new(),
             inbox: HashMap::new(),
             resets: HashSet::new(),
+            strays: None,
             next_id: 0,
         }
     }
 }
 
 /// The test's harness on one executor socket: several streams, demultiplexed by id.
-struct Harness {
-    ws: WebSocket,
-    identity: StaticIdentity,
-    executor_key: PublicKey,
-    streams: HashMap<StreamId, HarnessStream>,
-    inbox: HashMap<StreamId, VecDeque<Value>>,
-    resets: HashSet<StreamId>,
-    next_id: i64,
+pub(crate) struct Harness {
+    pub(crate) ws: WebSocket,
+    pub(crate) identity: StaticIdentity,
+    pub(crate) executor_key: PublicKey,
+    pub(crate) streams: HashMap<StreamId, HarnessStream>,
+    pub(crate) inbox: HashMap<StreamId, VecDeque<Value>>,
+    pub(crate) resets: HashSet<StreamId>,
+    /// Frames (other than resets) for streams the harness does not hold: `pump` panics on one
+    /// unless this is `Some`, which collects them instead.
+    pub(crate) strays: Option<Vec<Frame>>,
+    pub(crate) next_id: i64,
 }
 
 impl Harness {
-    async fn send_frames(&mut self, frames: Vec<Frame>) {
+    pub(crate) async fn send_frames(&mut self, frames: Vec<Frame>) {
         for f in frames {
             let bytes = f.encode().expect("encode");
             self.ws
@@ -238,7 +263,7 @@ impl Harness {
     }
 
     /// Reads one frame and routes it.
-    async fn pump(&mut self) {
+    pub(crate) async fn pump(&mut self) {
         let msg = tokio::time::timeout(Duration::from_secs(15), self.ws.recv())
             .await
             .expect("a frame from the executor in time")
@@ -255,7 +280,11 @@ impl Harness {
             self.resets.insert(id);
             return;
         }
-        let stream = self.streams.get_mut(&id).expect("frame for a known stream");
+        let Some(stream) = self.streams.get_mut(&id) else {
+            let strays = self.strays.as_mut().expect("frame for a known stream");
+            strays.push(frame);
+            return;
+        };
         let messages = stream
             .on_frame(frame.body)
             .expect("harness accepts the frame");
@@ -265,17 +294,26 @@ impl Harness {
         }
     }
 
-    /// Opens a stream whose msg1 carries `authorization`; returns once msg2 or a reset came.
-    async fn open(&mut self, authorization: &str) -> StreamId {
-        let connect = ConnectInfo {
+    /// The registry `connect` answer this harness would get, with `authorization`.
+    pub(crate) fn connect_info(&self, authorization: &str) -> ConnectInfo {
+        ConnectInfo {
             environment_id: ENV_ID.into(),
             executor_registration_id: REG_ID.into(),
             executor_public_key: self.executor_key.clone(),
             harness_key_authorization: authorization.into(),
-        };
-        let id = new_stream_id();
+        }
+    }
+
+    /// Opens a stream whose msg1 carries `authorization`; returns once msg2 or a reset came.
+    pub(crate) async fn open(&mut self, authorization: &str) -> StreamId {
+        let connect = self.connect_info(authorization);
+        self.open_with(&connect, new_stream_id()).await
+    }
+
+    /// Opens stream `id` from the `connect` answer `connect`; returns once msg2 or a reset came.
+    pub(crate) async fn open_with(&mut self, connect: &ConnectInfo, id: StreamId) -> StreamId {
         let (stream, frames) =
-            HarnessStream::start(&self.identity, &connect, id.clone()).expect("msg1");
+            HarnessStream::start(&self.identity, connect, id.clone()).expect("msg1");
         self.streams.insert(id.clone(), stream);
         self.send_frames(frames).await;
         while self.streams.get(&id).is_some_and(|s| !s.is_established()) {
@@ -284,7 +322,7 @@ impl Harness {
         id
     }
 
-    async fn send(&mut self, id: &StreamId, v: Value) {
+    pub(crate) async fn send(&mut self, id: &StreamId, v: Value) {
         let bytes = serde_json::to_vec(&v).expect("json");
         let frames = self
             .streams
@@ -296,7 +334,7 @@ impl Harness {
     }
 
     /// The next message of stream `id`.
-    async fn recv(&mut self, id: &StreamId) -> Value {
+    pub(crate) async fn recv(&mut self, id: &StreamId) -> Value {
         loop {
             if let Some(v) = self.inbox.get_mut(id).and_then(VecDeque::pop_front) {
                 return v;
@@ -307,7 +345,7 @@ impl Harness {
     }
 
     /// A request's result (notifications in between are dropped).
-    async fn call(&mut self, id: &StreamId, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, id: &StreamId, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let rpc = self.next_id;
         self.send(id, json!({"id": rpc, "method": method, "params": params}))
@@ -321,7 +359,7 @@ impl Harness {
         }
     }
 
-    async fn initialize(&mut self, id: &StreamId, resume: Option<&str>) -> String {
+    pub(crate) async fn initialize(&mut self, id: &StreamId, resume: Option<&str>) -> String {
         let mut p = json!({"clientName": "remote-test"});
         if let Some(r) = resume {
             p["resumeSessionId"] = json!(r);
@@ -332,7 +370,7 @@ impl Harness {
     }
 
     /// Output of `pid` until it exited, read with `process/read`.
-    async fn read_all(&mut self, id: &StreamId, pid: &str) -> (Vec<u8>, Value) {
+    pub(crate) async fn read_all(&mut self, id: &StreamId, pid: &str) -> (Vec<u8>, Value) {
         let mut out = Vec::new();
         let mut after = 0;
         loop {
@@ -354,7 +392,7 @@ impl Harness {
     }
 }
 
-fn start_params(pid: &str, argv: &[&str]) -> Value {
+pub(crate) fn start_params(pid: &str, argv: &[&str]) -> Value {
     json!({
         "processId": pid, "argv": argv, "cwd": "file:///tmp",
         "env": {"PATH": "/usr/local/bin:/usr/bin:/bin"}, "tty": false,

@@ -5,9 +5,11 @@
 //! their callers by id and notifications to per-process and per-HTTP-request routes. A
 //! *supervisor* task owns the lifecycle: when a connection ends it marks the client
 //! `Connecting`, reconnects with `resumeSessionId` (every 100 ms, backing off to 1 s, until
-//! the recovery deadline), then catches every live process up with `process/read` from the
-//! last seq it delivered. Per-process routes order events by seq and drop repeats, so output
-//! reaches the caller once and in order whether it came by notification or by read.
+//! the recovery deadline; it gives up at once on a connect failure retrying cannot fix, such
+//! as a refused token or a changed executor key), then catches every live process up with
+//! `process/read` from the last seq it delivered. Per-process routes order events by seq and
+//! drop repeats, so output reaches the caller once and in order whether it came by
+//! notification or by read.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -138,7 +140,7 @@ impl Client {
         options: ConnectOptions,
     ) -> Result<Client, ClientError> {
         let inner = Arc::new(Inner {
-            connector,
+            connector: connector.for_new_session(),
             options,
             next_id: AtomicI64::new(1),
             next_local_id: AtomicU64::new(1),
@@ -783,6 +785,9 @@ impl Inner {
                 }
                 Err(ClientError::Rpc(e)) if e.code != codes::SESSION_ALREADY_ATTACHED => {
                     return Err(ClientError::SessionLost(e.message));
+                }
+                Err(e) if e.is_permanent_connect_failure() => {
+                    return Err(ClientError::SessionLost(e.to_string()));
                 }
                 Err(e) => {
                     tracing::debug!(%e, "reconnect attempt failed");

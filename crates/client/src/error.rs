@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use exec_server_protocol::{codes, ErrorObject};
 
+use crate::transport::NoiseConnectError;
+
 /// A failed client operation.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -18,6 +20,16 @@ pub enum ClientError {
         target: String,
         /// What went wrong.
         reason: String,
+    },
+    /// An executor in remote mode could not be reached through its registry and rendezvous
+    /// (spec §10.7): the registry refused the token or has no executor, the rendezvous or the
+    /// Noise handshake failed, or the executor's key changed.
+    #[error("cannot connect to {target}: {error}")]
+    Noise {
+        /// The environment and registry.
+        target: String,
+        /// What went wrong.
+        error: NoiseConnectError,
     },
     /// The server answered the request with an error.
     #[error("{}", .0.message)]
@@ -81,6 +93,11 @@ impl ClientError {
         match self {
             ClientError::Rpc(e) => io_error(e).kind(),
             ClientError::Connect { .. } => io::ErrorKind::ConnectionRefused,
+            ClientError::Noise { error, .. } => match error {
+                NoiseConnectError::Unauthorized { .. } => io::ErrorKind::PermissionDenied,
+                NoiseConnectError::KeyChanged => io::ErrorKind::InvalidData,
+                _ => io::ErrorKind::ConnectionRefused,
+            },
             ClientError::Disconnected | ClientError::SessionLost(_) => {
                 io::ErrorKind::ConnectionAborted
             }
@@ -104,6 +121,12 @@ impl ClientError {
     /// True when retrying after a reconnect may succeed.
     pub fn is_disconnect(&self) -> bool {
         matches!(self, ClientError::Disconnected)
+    }
+
+    /// True for a connect failure that trying again cannot fix (a refused token, a changed
+    /// executor key, ...): the client stops recovering its session on it.
+    pub fn is_permanent_connect_failure(&self) -> bool {
+        matches!(self, ClientError::Noise { error, .. } if error.is_permanent())
     }
 }
 

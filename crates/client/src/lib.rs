@@ -2,9 +2,11 @@
 //! harness code run against this machine or a remote executor.
 //!
 //! * [`Client`] speaks JSON-RPC over a WebSocket ([`transport::WebSocketTarget`], optional
-//!   bearer token, `wss://` with the system roots) or a spawned program's stdin/stdout
-//!   ([`transport::StdioCommand`]). Every method is one generic call, [`Client::call`], typed by
-//!   the protocol crate's [`Method`](exec_server_protocol::Method) types.
+//!   bearer token, `wss://` with the system roots), a spawned program's stdin/stdout
+//!   ([`transport::StdioCommand`]), or a Noise-encrypted relay stream to an executor in remote
+//!   mode, through its registry and rendezvous ([`transport::NoiseTarget`]). Every method is one
+//!   generic call, [`Client::call`], typed by the protocol crate's
+//!   [`Method`](exec_server_protocol::Method) types.
 //! * When the connection drops the client reconnects, resumes its session and re-reads every
 //!   live process from the last seq it delivered: process output reaches the caller once, in
 //!   order, with nothing lost (within the server's retention). Writes to stdin are retried
@@ -85,4 +87,4 @@ pub use environment::Environment;
 pub use error::{io_error, ClientError};
 pub use manager::EnvironmentManager;
 pub use process::{ProcessControl, ProcessEvent, ProcessEvents, RemoteProcess};
-pub use transport::{Connector, StdioCommand, WebSocketTarget};
+pub use transport::{AuthToken, Connector, NoiseTarget, StdioCommand, WebSocketTarget};

@@ -1,5 +1,9 @@
 //! Transports: how a client reaches a server. Each one yields a link that only moves whole
 //! JSON-RPC messages (text), as the server's transports do; nothing protocol-specific lives here.
+//! A WebSocket and a spawned program are here; an executor behind a registry and rendezvous
+//! (remote mode, Noise-encrypted relay streams) is in [`noise`].
+
+pub mod noise;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 
+pub use noise::{AuthToken, NoiseConnectError, NoiseTarget, NoiseTimeouts};
+
 /// Largest message accepted from the server (the server's own default limit).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Outgoing messages queued per connection before callers wait.
@@ -29,6 +35,9 @@ pub enum Connector {
     /// A program speaking the protocol on its stdin/stdout (e.g. `exec-server --listen stdio`,
     /// or `ssh host exec-server --listen stdio`).
     Stdio(StdioCommand),
+    /// An executor in remote mode, reached through its registry and rendezvous over a
+    /// Noise-encrypted relay stream (spec §10.7).
+    Noise(NoiseTarget),
 }
 
 /// A WebSocket server.
@@ -75,6 +84,7 @@ impl Connector {
         match self {
             Connector::WebSocket(t) => t.url.clone(),
             Connector::Stdio(c) => format!("program `{}`", c.program),
+            Connector::Noise(t) => t.describe(),
         }
     }
 
@@ -83,8 +93,27 @@ impl Connector {
         match self {
             Connector::WebSocket(t) => open_ws(t).await,
             Connector::Stdio(c) => open_stdio(c),
+            Connector::Noise(t) => t.open().await,
         }
     }
+
+    /// The connector a new client session keeps: the same, except that a Noise target forgets
+    /// the executor key a previous session pinned (its harness identity stays).
+    pub(crate) fn for_new_session(&self) -> Connector {
+        match self {
+            Connector::Noise(t) => Connector::Noise(t.for_new_session()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// reqwest and tokio-tungstenite are built without a default TLS crypto provider: install
+/// ring's once, unless another one already is.
+pub(crate) fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// One open connection: whole messages in, whole messages out.
@@ -124,10 +153,9 @@ async fn open_ws(t: &WebSocketTarget) -> Result<Link, ClientError> {
         request.headers_mut().insert("authorization", value);
     }
     let connector = if t.url.starts_with("wss://") {
-        Some(tokio_tungstenite::Connector::Rustls(tls_config(
-            &t.url,
-            t.ca_certificates.as_deref(),
-        )?))
+        Some(tokio_tungstenite::Connector::Rustls(
+            tls_config(t.ca_certificates.as_deref()).map_err(|e| connect_error(&t.url, e))?,
+        ))
     } else {
         None
     };
@@ -201,13 +229,14 @@ async fn open_ws(t: &WebSocketTarget) -> Result<Link, ClientError> {
     })
 }
 
-fn tls_config(
-    url: &str,
+/// The TLS configuration of `wss://` (and of an `https://` registry): the system roots plus
+/// the PEM certificates of `extra_ca`.
+pub(crate) fn tls_config(
     extra_ca: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::CertificateDer;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs();
     for cert in native {
@@ -215,13 +244,12 @@ fn tls_config(
     }
     if let Some(path) = extra_ca {
         let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| connect_error(url, format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         for cert in certs {
-            let cert = cert
-                .map_err(|e| connect_error(url, format!("bad PEM in {}: {e}", path.display())))?;
-            roots.add(cert).map_err(|e| {
-                connect_error(url, format!("bad certificate in {}: {e}", path.display()))
-            })?;
+            let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
         }
     }
     let config = rustls::ClientConfig::builder()

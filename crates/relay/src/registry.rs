@@ -6,6 +6,7 @@
 //! `harness_key_authorization`) are redacted in Debug output, as upstream does (spec §10.7).
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::harness::ConnectInfo;
 use crate::noise::PublicKey;
@@ -20,6 +21,21 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub const REJECTION_REASON_HEADER: &str = "x-codex-rendezvous-rejection-reason";
 /// Longest environment id a registry accepts.
 pub const MAX_ENVIRONMENT_ID_LEN: usize = 256;
+/// Header carrying the ChatGPT account id next to a ChatGPT bearer (spec §10.1, §10.7); header
+/// names are case-insensitive, upstream harnesses write it `chatgpt-account-id`.
+pub const CHATGPT_ACCOUNT_ID_HEADER: &str = "ChatGPT-Account-Id";
+/// Timeout of every registry request, on either side (spec §10.1, §10.7).
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of a rendezvous WebSocket dial, on either side (spec §10.2, §10.7).
+pub const RENDEZVOUS_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest registry answer worth reading: a real one is a few kilobytes at most.
+pub const MAX_ANSWER_BYTES: usize = 64 << 10;
+
+/// A URL without its query and fragment, for logs and errors: rendezvous URLs carry their
+/// ticket in the query (spec §10.7: WS URLs are logged without query or fragment).
+pub fn url_for_logs(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
 
 /// `POST {base}/cloud/environment/{id}/register`.
 pub fn register_path(environment_id: &str) -> String {
@@ -293,6 +309,16 @@ mod tests {
             assert!(check_environment_id(bad).is_err(), "{bad}");
         }
         assert_eq!(register_path("e2e"), "/cloud/environment/e2e/register");
+    }
+
+    #[test]
+    fn urls_are_logged_without_query_or_fragment() {
+        assert_eq!(
+            url_for_logs("wss://rv.example/s/1?ticket=abc"),
+            "wss://rv.example/s/1"
+        );
+        assert_eq!(url_for_logs("ws://h/x#frag"), "ws://h/x");
+        assert_eq!(url_for_logs("ws://h/x"), "ws://h/x");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use exec_server_client::manager::EnvironmentsConfig;
-use exec_server_client::{Client, ConnectOptions, Connector, WebSocketTarget};
+use exec_server_client::manager::{EnvVars, EnvironmentsConfig};
+use exec_server_client::{AuthToken, Client, ConnectOptions, Connector, WebSocketTarget};
 
 use crate::args::Command;
 
@@ -22,7 +22,8 @@ use crate::args::Command;
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConnectArgs {
     /// The executor: a `ws://` or `wss://` URL, or the id of an environment in
-    /// `$CODEX_HOME/environments.toml`.
+    /// `$CODEX_HOME/environments.toml` (without that file: `remote`, defined by
+    /// CODEX_EXEC_SERVER_URL or the CODEX_EXEC_SERVER_NOISE_* variables).
     #[arg(value_name = "URL")]
     pub(crate) url: String,
 
@@ -75,12 +76,10 @@ impl ConnectArgs {
             t.connect_timeout = Duration::from_secs(self.connect_timeout);
             return Ok(Connector::WebSocket(t));
         }
-        // Not a URL: an environment id from environments.toml.
-        let config = EnvironmentsConfig::load(
+        // Not a URL: an environment id from environments.toml, or `remote` from the variables.
+        let config = EnvironmentsConfig::load_with_vars(
             &exec_server_client::manager::codex_home(),
-            std::env::var(exec_server_client::manager::URL_VAR)
-                .ok()
-                .as_deref(),
+            &EnvVars::from_process(),
         )?;
         let spec = config
             .environments
@@ -116,6 +115,16 @@ impl ConnectArgs {
                     t.ca_certificates = self.ca_cert.clone();
                 }
                 Ok(Connector::WebSocket(t))
+            }
+            Some(Connector::Noise(t)) => {
+                let mut t = t.clone();
+                if let Some(token) = token {
+                    t.auth_token = AuthToken::Value(token);
+                }
+                if self.ca_cert.is_some() {
+                    t.ca_certificates = self.ca_cert.clone();
+                }
+                Ok(Connector::Noise(t))
             }
             Some(other) => Ok(other.clone()),
         }

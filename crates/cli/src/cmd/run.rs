@@ -19,6 +19,10 @@ Examples:
   printf 'a\nb\n' | exec-server run ws://127.0.0.1:8765 -- head -n 2
   exec-server run -n ws://127.0.0.1:8765 -- make      # no stdin
   exec-server run --tty ws://127.0.0.1:8765 -- top
+  exec-server run devbox -- make           # an id from $CODEX_HOME/environments.toml
+  CODEX_EXEC_SERVER_NOISE_REGISTRY_URL=http://127.0.0.1:8700 \\
+  CODEX_EXEC_SERVER_NOISE_ENVIRONMENT_ID=e2e CODEX_EXEC_SERVER_NOISE_AUTH_TOKEN=harness-secret \\
+      exec-server run remote -- uname -a   # an executor in remote mode, via its rendezvous
 
 The command inherits the executor's environment (minus names matching *KEY*, *SECRET*,
 *TOKEN*), with --env on top. The exit code is the remote one (128 + N when killed by
