@@ -147,15 +147,9 @@ impl LeanClient {
             .get_ref()
             .try_clone()
             .context("duplicating the socket")?;
-        Ok(RawConn {
-            sock,
-            // Mapped before any clock starts; grown if a message is larger.
-            buf: vec![0; 4 << 20],
-            start: 0,
-            end: 0,
-            assembled: Vec::new(),
-            next_id: self.next_id,
-        })
+        let mut raw = RawConn::new(sock);
+        raw.next_id = self.next_id;
+        Ok(raw)
     }
 }
 
@@ -181,6 +175,37 @@ pub(crate) struct RawConn {
 const MASK: [u8; 4] = [0x5b, 0x1d, 0xc3, 0x77];
 
 impl RawConn {
+    /// A connection on `sock`, whose WebSocket handshake is done and after which the peer sent
+    /// nothing yet (nothing can be left in another reader's buffer).
+    pub(crate) fn new(sock: TcpStream) -> Self {
+        RawConn {
+            sock,
+            // Mapped before any clock starts; grown if a message is larger.
+            buf: vec![0; 4 << 20],
+            start: 0,
+            end: 0,
+            assembled: Vec::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sends each payload as one masked binary message, all with a single `write`. `scratch`
+    /// is reused between calls (its pages stay mapped).
+    pub(crate) fn send_binaries<'p>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'p [u8]>,
+        scratch: &mut Vec<u8>,
+    ) -> Result<()> {
+        use std::io::Write;
+        scratch.clear();
+        for payload in payloads {
+            push_masked_frame(scratch, 0x82, payload);
+        }
+        self.sock
+            .write_all(scratch)
+            .context("sending binary frames")
+    }
+
     /// Sends a request with `params` (JSON text); returns its id.
     pub(crate) fn send_request(&mut self, method: &str, params: &str) -> Result<i64> {
         use std::io::Write;
@@ -300,11 +325,17 @@ impl RawConn {
 /// A client text frame (FIN, masked) carrying `payload`.
 fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 14);
-    frame.push(0x81);
-    push_len(&mut frame, 0x80, payload.len());
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
+    push_masked_frame(&mut frame, 0x81, payload);
     frame
+}
+
+/// Appends a client frame (first byte `head`: FIN and opcode; masked) carrying `payload`.
+fn push_masked_frame(out: &mut Vec<u8>, head: u8, payload: &[u8]) {
+    out.reserve(payload.len() + 14);
+    out.push(head);
+    push_len(out, 0x80, payload.len());
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, m)| b ^ m));
 }
 
 /// A frame's second byte (`mask_bit` with the 7-bit length) and its extended length.

@@ -11,6 +11,7 @@ mod fs;
 mod lean;
 mod measures;
 mod quick_json;
+mod relay;
 mod report;
 mod rpc;
 mod server;
@@ -23,6 +24,7 @@ use clap::Parser;
 use serde_json::json;
 
 use crate::measures::{Config, Measure, MEASURES};
+use crate::relay::world::{RelayCommands, RelayWorld};
 use crate::report::TargetResults;
 use crate::server::Server;
 
@@ -45,8 +47,10 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Comma-separated measurements to run: idle-rss, retained-rss, rpc, rpc-awake, spawn,
-    /// sleep200, multi-conn, notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks, fs-sandbox
-    /// (default: all).
+    /// sleep200, multi-conn, notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks,
+    /// fs-sandbox, relay-rpc, relay-handshake, relay-streams, relay-stream (default: all).
+    /// The relay measurements need our rendezvous (--rendezvous) and each server in remote
+    /// mode (--ours-remote / --upstream-remote, derived from --ours / --upstream by default).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Size of the output streams, MiB.
@@ -75,6 +79,20 @@ struct Args {
     /// the same path). Default: a fresh one in $TMPDIR.
     #[arg(long)]
     fs_dir: Option<PathBuf>,
+    /// Rendezvous for the relay measurements; the bench appends `--listen http://127.0.0.1:PORT
+    /// --config FILE`. Default: the program of --ours with `rendezvous`
+    /// (e.g. `target/release/exec-server rendezvous`).
+    #[arg(long)]
+    rendezvous: Option<String>,
+    /// Our server in remote mode, for the relay measurements: `{remote}` becomes the registry
+    /// URL and `{env}` the environment id; the registration bearer is written to its stdin.
+    /// Default: --ours with `--listen {listen}` replaced by `--remote {remote}
+    /// --environment-id {env} --registration-bearer-stdin`.
+    #[arg(long)]
+    ours_remote: Option<String>,
+    /// The upstream server in remote mode (as --ours-remote; default derived from --upstream).
+    #[arg(long)]
+    upstream_remote: Option<String>,
     /// Directory for the launched servers' stdout/stderr logs.
     #[arg(long, default_value = "/tmp/bench-logs")]
     log_dir: PathBuf,
@@ -88,6 +106,8 @@ enum Source {
 struct Target {
     label: &'static str,
     source: Source,
+    /// How to run this server behind our rendezvous (relay measurements), or why it cannot be.
+    relay: Result<RelayCommands, String>,
 }
 
 impl Target {
@@ -109,23 +129,43 @@ impl Target {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    let rendezvous = args
+        .rendezvous
+        .clone()
+        .or_else(|| args.ours.as_deref().map(relay::world::derive_rendezvous))
+        .ok_or_else(|| "no rendezvous command: give --rendezvous (or --ours)".to_string());
+    let relay_commands = |launch: &str, remote: &Option<String>, flag: &str| {
+        let executor = remote
+            .clone()
+            .or_else(|| relay::world::derive_executor(launch))
+            .ok_or_else(|| {
+                format!("cannot derive the remote-mode command (no `--listen {{listen}}`): give --{flag}")
+            })?;
+        Ok(RelayCommands {
+            rendezvous: rendezvous.clone()?,
+            executor,
+        })
+    };
     let mut targets = Vec::new();
     if let Some(cmd) = &args.ours {
         targets.push(Target {
             label: "ours",
             source: Source::Launch(cmd.clone()),
+            relay: relay_commands(cmd, &args.ours_remote, "ours-remote"),
         });
     }
     if let Some(cmd) = &args.upstream {
         targets.push(Target {
             label: "upstream",
             source: Source::Launch(cmd.clone()),
+            relay: relay_commands(cmd, &args.upstream_remote, "upstream-remote"),
         });
     }
     if let Some(url) = &args.url {
         targets.push(Target {
             label: "url",
             source: Source::Url(url.clone()),
+            relay: Err("the relay measurements launch their executor: not with --url".into()),
         });
     }
     if targets.is_empty() {
@@ -242,7 +282,43 @@ async fn run_round(
             return;
         }
     };
+    // The rendezvous and the executor in remote mode, started before the first relay
+    // measurement (and again if one of them died).
+    let mut relay: Option<RelayWorld> = None;
+    // Why the setup failed in this round (not retried for the next relay measurement).
+    let mut relay_failed: Option<String> = None;
     for measure in measures {
+        if measures::is_relay(measure.name) {
+            if let Some(status) = relay.as_mut().and_then(RelayWorld::exited) {
+                eprintln!("   {status}; restarting the remote-mode setup");
+                if let Some(mut world) = relay.take() {
+                    world.stop().await;
+                }
+            }
+            if relay.is_none() {
+                let started = match (&relay_failed, &target.relay) {
+                    (Some(e), _) => Err(e.clone()),
+                    (None, Ok(commands)) => {
+                        let stem = format!("{}-round{round}-{}", target.label, measure.name);
+                        RelayWorld::start(commands, &args.log_dir, &stem)
+                            .await
+                            .map_err(|e| format!("remote-mode setup failed: {e:#}"))
+                    }
+                    (None, Err(e)) => Err(e.clone()),
+                };
+                match started {
+                    Ok(world) => relay = Some(world),
+                    Err(message) => {
+                        eprintln!("   {:<14} {message}", measure.name);
+                        relay_failed = Some(message.clone());
+                        for figure in measure.figures {
+                            result.record(figure.key, Err(message.clone()));
+                        }
+                        continue;
+                    }
+                }
+            }
+        }
         if let Some(status) = server.exited() {
             eprintln!(
                 "   server exited ({status}); restarting it for {}",
@@ -270,9 +346,20 @@ async fn run_round(
         let cpu_before = server::own_cpu_secs();
         let server_pid = server.pid();
         let server_cpu_before = server_pid.and_then(server::pid_cpu_secs);
+        // For the relay measurements: the executor's and the rendezvous's CPU.
+        let relay_pids = relay
+            .as_ref()
+            .filter(|_| measures::is_relay(measure.name))
+            .map(|w| (w.executor_pid(), w.rendezvous_pid()));
+        let relay_cpu_before = relay_pids.map(|(e, r)| {
+            (
+                e.and_then(server::pid_cpu_secs),
+                r.and_then(server::pid_cpu_secs),
+            )
+        });
         let outcome = tokio::time::timeout(
             measure.timeout,
-            measures::run(measure.name, &server, config),
+            measures::run(measure.name, &server, relay.as_ref(), config),
         )
         .await;
         let outcome = match outcome {
@@ -281,6 +368,9 @@ async fn run_round(
             Err(_) => Err(format!("timed out after {}s", measure.timeout.as_secs())),
         };
         let outcome = outcome.map_err(|mut e| {
+            if let Some(status) = relay.as_mut().and_then(RelayWorld::exited) {
+                e.push_str(&format!(" ({status})"));
+            }
             if let Some(status) = server.exited() {
                 e.push_str(&format!(" (server exited: {status}"));
                 if let Some(log) = &server.log {
@@ -296,17 +386,43 @@ async fn run_round(
             .and_then(server::pid_cpu_secs)
             .zip(server_cpu_before)
             .map(|(after, before)| after - before);
+        let relay_cpu = relay_pids.zip(relay_cpu_before).map(|((e, r), (e0, r0))| {
+            let used = |pid: Option<u32>, before: Option<f64>| {
+                pid.and_then(server::pid_cpu_secs)
+                    .zip(before)
+                    .map(|(after, before)| after - before)
+            };
+            (used(e, e0), used(r, r0))
+        });
         // Server CPU per GiB streamed: insensitive to other load on the machine.
+        let gib = config.stream_bytes as f64 / f64::from(1u32 << 30);
         let outcome = outcome.map(|mut figures| {
             if measure.name == "notify-stream" {
                 if let Some(cpu) = server_cpu {
-                    let gib = config.stream_bytes as f64 / f64::from(1u32 << 30);
                     figures.push(("notify_server_cpu_s_per_gib", cpu / gib));
+                }
+            }
+            if measure.name == "relay-stream" {
+                if let Some((executor, rendezvous)) = relay_cpu {
+                    if let Some(cpu) = executor {
+                        figures.push(("relay_stream_exec_cpu_s_per_gib", cpu / gib));
+                    }
+                    if let Some(cpu) = rendezvous {
+                        figures.push(("relay_stream_rendezvous_cpu_s_per_gib", cpu / gib));
+                    }
                 }
             }
             figures
         });
-        let server_cpu_text = server_cpu.map_or("?".to_string(), |c| format!("{c:.1}s"));
+        let cpu_text = |c: Option<f64>| c.map_or("?".to_string(), |c| format!("{c:.1}s"));
+        let server_cpu_text = match relay_cpu {
+            Some((executor, rendezvous)) => format!(
+                "executor {}, rendezvous {}",
+                cpu_text(executor),
+                cpu_text(rendezvous)
+            ),
+            None => format!("server {}", cpu_text(server_cpu)),
+        };
         let summary = match &outcome {
             Ok(figures) => figures
                 .iter()
@@ -316,7 +432,7 @@ async fn run_round(
             Err(e) => format!("error: {e}"),
         };
         eprintln!(
-            "   {:<14} {wall:>6.1}s (cpu: bench {client_cpu:.1}s, server {server_cpu_text})  {summary}",
+            "   {:<14} {wall:>6.1}s (cpu: bench {client_cpu:.1}s, {server_cpu_text})  {summary}",
             measure.name
         );
         for figure in measure.figures {
@@ -332,6 +448,9 @@ async fn run_round(
         }
         // Let the server settle (reap children, flush) between measurements.
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if let Some(mut world) = relay {
+        world.stop().await;
     }
     server.stop().await;
 }

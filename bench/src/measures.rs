@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::lean::LeanClient;
 use crate::quick_json::Json;
+use crate::relay::world::RelayWorld;
 use crate::rpc::{self, Client};
 use crate::server::{self, Server};
 
@@ -198,7 +199,97 @@ pub(crate) const MEASURES: &[Measure] = &[
         )],
         timeout: Duration::from_secs(60),
     },
+    // Remote mode: the executor under test registered with our rendezvous (crate::relay).
+    Measure {
+        name: "relay-rpc",
+        figures: &[
+            fig(
+                "relay_rpc_p50_us",
+                "relay: rpc round trip p50 (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_rpc_p99_us",
+                "relay: rpc round trip p99 (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_direct_rpc_p50_us",
+                "relay: same server, direct WebSocket rpc p50 (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_rpc_over_direct",
+                "relay: rpc p50 relay / direct",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(90),
+    },
+    Measure {
+        name: "relay-handshake",
+        figures: &[
+            fig(
+                "relay_handshake_p50_ms",
+                "relay: open a stream (connect + WS + Noise + initialize) p50 (ms)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_handshake_p90_ms",
+                "relay: open a stream p90 (ms)",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(60),
+    },
+    Measure {
+        name: "relay-streams",
+        figures: &[
+            fig(
+                "relay_streams_ok",
+                "relay: 128 concurrent streams all succeed",
+                Better::Yes,
+            ),
+            fig(
+                "relay_streams_s",
+                "relay: 128 concurrent streams, open + initialize + echo (s)",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(120),
+    },
+    Measure {
+        name: "relay-stream",
+        figures: &[
+            fig(
+                "relay_stream_mibs",
+                "relay: notification stream (MiB/s)",
+                Better::Higher,
+            ),
+            fig(
+                "relay_stream_lossless",
+                "relay: notification stream lossless",
+                Better::Yes,
+            ),
+            fig(
+                "relay_stream_exec_cpu_s_per_gib",
+                "relay: notification stream, executor CPU per GiB (s)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_stream_rendezvous_cpu_s_per_gib",
+                "relay: notification stream, rendezvous CPU per GiB (s)",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(180),
+    },
 ];
+
+/// True for the measurements that need the rendezvous and a remote-mode executor.
+pub(crate) fn is_relay(name: &str) -> bool {
+    name.starts_with("relay-")
+}
 
 /// Sizes of the workloads.
 #[derive(Clone, Debug)]
@@ -215,9 +306,31 @@ pub(crate) struct Config {
 
 pub(crate) type Figures = Vec<(&'static str, f64)>;
 
-/// Runs measurement `name` against `server`.
-pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<Figures> {
+/// Runs measurement `name` against `server` (and, for the relay measurements, `relay`: the
+/// same server command in remote mode behind our rendezvous).
+pub(crate) async fn run(
+    name: &str,
+    server: &Server,
+    relay: Option<&RelayWorld>,
+    config: &Config,
+) -> Result<Figures> {
     let url = server.url.as_str();
+    if is_relay(name) {
+        let harness = relay
+            .context("no remote-mode setup (see the errors above)")?
+            .harness
+            .clone();
+        let (name, url, config) = (name.to_string(), url.to_string(), config.clone());
+        return tokio::task::spawn_blocking(move || match name.as_str() {
+            "relay-rpc" => crate::relay::rpc(&harness, &url, config.rpc_calls),
+            "relay-stream" => crate::relay::stream(&harness, config.stream_bytes),
+            "relay-handshake" => crate::relay::handshake(&harness),
+            "relay-streams" => crate::relay::many_streams(&harness),
+            other => bail!("unknown measurement {other}"),
+        })
+        .await
+        .context("relay measurement panicked")?;
+    }
     match name {
         "idle-rss" => idle_rss(server).await,
         "retained-rss" => retained_rss(server).await,
@@ -254,7 +367,7 @@ pub(crate) async fn run(name: &str, server: &Server, config: &Config) -> Result<
     }
 }
 
-fn start_params(process_id: &str, argv: &[&str]) -> Value {
+pub(crate) fn start_params(process_id: &str, argv: &[&str]) -> Value {
     json!({
         "processId": process_id,
         "argv": argv,
@@ -265,7 +378,7 @@ fn start_params(process_id: &str, argv: &[&str]) -> Value {
 }
 
 /// Nearest-rank percentile of sorted durations, in µs.
-fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
+pub(crate) fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -273,7 +386,7 @@ fn percentile_us(sorted: &[Duration], pct: usize) -> f64 {
     sorted[rank - 1].as_secs_f64() * 1e6
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
 }
 
@@ -441,14 +554,14 @@ async fn parallel_spawners(url: &str, conns: usize, per_conn: usize) -> Result<F
     )])
 }
 
-fn head_command(bytes: u64) -> String {
+pub(crate) fn head_command(bytes: u64) -> String {
     format!("head -c {bytes} /dev/zero")
 }
 
 /// Length in bytes of the base64 `chunk` field. The length is computed from the base64 text
 /// (exact for valid base64); every `VERIFY_EVERY`-th chunk is fully decoded and checked to be
 /// zeros (the streams read /dev/zero), so the client's decoding cost does not cap the figure.
-fn chunk_len(text: &[u8], index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
+pub(crate) fn chunk_len(text: &[u8], index: u64, scratch: &mut Vec<u8>) -> Result<u64> {
     const VERIFY_EVERY: u64 = 16;
     if !text.len().is_multiple_of(4) {
         bail!("chunk is not padded base64 (length {})", text.len());
@@ -509,16 +622,16 @@ fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
 }
 
 /// What the notification stream needs of a process notification, borrowed from its bytes.
-struct Note<'a> {
-    method: &'a str,
-    process_id: &'a str,
-    chunk: Option<&'a [u8]>,
+pub(crate) struct Note<'a> {
+    pub(crate) method: &'a str,
+    pub(crate) process_id: &'a str,
+    pub(crate) chunk: Option<&'a [u8]>,
 }
 
 impl<'a> Note<'a> {
     /// Read with [`Json`] (strings delimited with SIMD), else with serde_json. `None` for a
     /// reply; an error reply is an error.
-    fn parse(message: &'a [u8]) -> Result<Option<Self>> {
+    pub(crate) fn parse(message: &'a [u8]) -> Result<Option<Self>> {
         if let Some(v) = Json::parse(message) {
             if v.get("id").is_some() {
                 return match v.get("error") {

@@ -45,21 +45,7 @@ impl Server {
         let command = template
             .replace("{listen}", &listen)
             .replace("{port}", &port.to_string());
-        let line = exec_line(&command);
-        let log_file = std::fs::File::create(log)
-            .with_context(|| format!("creating log file {}", log.display()))?;
-        // The bench is a client, not the server: launching the server under test is its job.
-        #[allow(clippy::disallowed_methods)]
-        let child = Command::new("sh")
-            .arg("-c")
-            .arg(&line)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("spawning sh -c {line:?}"))?;
+        let child = spawn_logged(&command, log, None).await?;
         let mut server = Self {
             url: listen,
             port,
@@ -109,20 +95,56 @@ impl Server {
 
     /// SIGTERM to the process group, SIGKILL after 3 s.
     pub(crate) async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = child.id() {
-            signal_group(pid, "TERM").await;
-            if tokio::time::timeout(Duration::from_secs(3), child.wait())
-                .await
-                .is_err()
-            {
-                signal_group(pid, "KILL").await;
-            }
+        if let Some(child) = self.child.take() {
+            stop_group(child).await;
         }
-        let _ = child.kill().await;
     }
+}
+
+/// Runs `sh -c "exec COMMAND"` in its own process group, stdout and stderr to `log`. With
+/// `stdin`, that text is written to the child's stdin, which is then closed (our executor
+/// reads its bearer to the end of stdin); else stdin is `/dev/null`.
+pub(crate) async fn spawn_logged(command: &str, log: &Path, stdin: Option<&str>) -> Result<Child> {
+    let line = exec_line(command);
+    let log_file = std::fs::File::create(log)
+        .with_context(|| format!("creating log file {}", log.display()))?;
+    // The bench is a client, not the server: launching the servers under test is its job.
+    #[allow(clippy::disallowed_methods)]
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("spawning sh -c {line:?}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .context("writing to the child's stdin")?;
+        pipe.flush().await?;
+    }
+    Ok(child)
+}
+
+/// SIGTERM to the process group of `child` (see [`spawn_logged`]), SIGKILL after 3 s.
+pub(crate) async fn stop_group(mut child: Child) {
+    if let Some(pid) = child.id() {
+        signal_group(pid, "TERM").await;
+        if tokio::time::timeout(Duration::from_secs(3), child.wait())
+            .await
+            .is_err()
+        {
+            signal_group(pid, "KILL").await;
+        }
+    }
+    let _ = child.kill().await;
 }
 
 /// Prefixes `exec` so that `sh` is replaced by the server (leading `VAR=value` words stay in
@@ -132,7 +154,19 @@ fn exec_line(command: &str) -> String {
     if trimmed.starts_with("exec ") {
         return trimmed.to_string();
     }
-    let mut rest = trimmed;
+    let (prefix, rest) = split_assignments(trimmed);
+    format!("{prefix}exec {rest}")
+}
+
+/// The program of a launch command: its first word after any leading `VAR=value` words.
+pub(crate) fn program(command: &str) -> &str {
+    let (_, rest) = split_assignments(command.trim_start());
+    &rest[..shell_word_end(rest)]
+}
+
+/// Leading `VAR=value` words (each followed by one space) and the rest of `command`.
+fn split_assignments(command: &str) -> (String, &str) {
+    let mut rest = command;
     let mut prefix = String::new();
     loop {
         let word_end = shell_word_end(rest);
@@ -149,7 +183,7 @@ fn exec_line(command: &str) -> String {
         prefix.push(' ');
         rest = rest[word_end..].trim_start();
     }
-    format!("{prefix}exec {rest}")
+    (prefix, rest)
 }
 
 /// Byte length of the first shell word of `text` (quotes, `\` escapes and `$( … )` /
@@ -191,13 +225,13 @@ async fn signal_group(pid: u32, signal: &str) {
         .await;
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// `GET /readyz` over a raw HTTP/1.1 connection; true on status 200.
-async fn readyz(port: u16) -> Result<bool> {
+pub(crate) async fn readyz(port: u16) -> Result<bool> {
     let probe = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         let request =
@@ -372,6 +406,14 @@ mod tests {
             "CODEX_HOME=$(mktemp -d) exec /p/codex exec-server --listen x"
         );
         assert_eq!(exec_line("exec srv"), "exec srv");
+        assert_eq!(
+            super::program("CODEX_HOME=$(mktemp -d) /p/codex exec-server"),
+            "/p/codex"
+        );
+        assert_eq!(
+            super::program("target/release/exec-server"),
+            "target/release/exec-server"
+        );
         assert_eq!(
             exec_line("A='x y' B=\"$(f \\\" g)\" srv"),
             "A='x y' B=\"$(f \\\" g)\" exec srv"
