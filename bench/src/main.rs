@@ -48,7 +48,7 @@ struct Args {
     rounds: usize,
     /// Comma-separated measurements to run: idle-rss, retained-rss, rpc, rpc-awake, spawn,
     /// sleep200, multi-conn, notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks,
-    /// fs-sandbox, relay-rpc, relay-handshake, relay-streams, relay-stream (default: all).
+    /// fs-sandbox, relay-rpc, relay-rpc-awake, relay-handshake, relay-streams, relay-stream (default: all).
     /// The relay measurements need our rendezvous (--rendezvous) and each server in remote
     /// mode (--ours-remote / --upstream-remote, derived from --ours / --upstream by default).
     #[arg(long, value_delimiter = ',')]

@@ -227,6 +227,32 @@ pub(crate) const MEASURES: &[Measure] = &[
         timeout: Duration::from_secs(90),
     },
     Measure {
+        name: "relay-rpc-awake",
+        figures: &[
+            fig(
+                "relay_awake_rpc_p50_us",
+                "relay: rpc round trip p50, CPUs kept awake (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_awake_rpc_p99_us",
+                "relay: rpc round trip p99, CPUs kept awake (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_awake_direct_rpc_p50_us",
+                "relay: same server, direct rpc p50, CPUs kept awake (µs)",
+                Better::Lower,
+            ),
+            fig(
+                "relay_awake_rpc_over_direct",
+                "relay: rpc p50 relay / direct, CPUs kept awake",
+                Better::Lower,
+            ),
+        ],
+        timeout: Duration::from_secs(90),
+    },
+    Measure {
         name: "relay-handshake",
         figures: &[
             fig(
@@ -321,8 +347,15 @@ pub(crate) async fn run(
             .harness
             .clone();
         let (name, url, config) = (name.to_string(), url.to_string(), config.clone());
+        // SCHED_IDLE spinners keep the vCPUs out of their idle states (see `rpc-awake`).
+        let _spinners = if name == "relay-rpc-awake" {
+            Some(server::Spinners::start().await?)
+        } else {
+            None
+        };
         return tokio::task::spawn_blocking(move || match name.as_str() {
-            "relay-rpc" => crate::relay::rpc(&harness, &url, config.rpc_calls),
+            "relay-rpc" => crate::relay::rpc(&harness, &url, config.rpc_calls, "relay"),
+            "relay-rpc-awake" => crate::relay::rpc(&harness, &url, config.rpc_calls, "relay_awake"),
             "relay-stream" => crate::relay::stream(&harness, config.stream_bytes),
             "relay-handshake" => crate::relay::handshake(&harness),
             "relay-streams" => crate::relay::many_streams(&harness),

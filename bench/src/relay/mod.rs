@@ -23,31 +23,64 @@ const STREAMS: usize = 128;
 /// paces its handshakes.
 const HANDSHAKES_IN_FLIGHT: usize = 32;
 
-/// `relay-rpc`: `calls` sequential `environment/info` round trips through the relay (after 100
-/// warm-up calls), then as many over a direct WebSocket to `direct_url` (the same server
-/// command listening), for the relay/direct ratio.
-pub(crate) fn rpc(harness: &Harness, direct_url: &str, calls: usize) -> Result<Figures> {
+/// `relay-rpc`: `calls` sequential `environment/info` round trips through the relay and as
+/// many over a direct WebSocket to `direct_url` (the same server command listening), after
+/// 100 warm-up calls each, interleaved in blocks of 50, for the relay/direct ratio.
+/// `prefix` names the figures: `relay` or `relay_awake` (`relay-rpc-awake`: the same with the
+/// CPUs kept awake by SCHED_IDLE spinners).
+pub(crate) fn rpc(
+    harness: &Harness,
+    direct_url: &str,
+    calls: usize,
+    prefix: &str,
+) -> Result<Figures> {
     let mut conn = harness.open()?;
     conn.initialize()?;
+    let mut direct_conn =
+        crate::lean::LeanClient::connect_initialized(direct_url).context("direct connection")?;
     for _ in 0..calls.min(100) {
         conn.call("environment/info", "null")?;
+        direct_conn.call("environment/info", "null")?;
     }
+    // Interleaved in blocks of 50, so both see the same machine state (on a VM the direct
+    // figure moves by 2-3x with where the scheduler happens to put the two processes).
     let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let started = Instant::now();
-        conn.call("environment/info", "null")?;
-        samples.push(started.elapsed());
+    let mut direct = Vec::with_capacity(calls);
+    while samples.len() < calls {
+        let block = (calls - samples.len()).min(50);
+        for _ in 0..block {
+            let started = Instant::now();
+            conn.call("environment/info", "null")?;
+            samples.push(started.elapsed());
+        }
+        for _ in 0..block {
+            let started = Instant::now();
+            direct_conn
+                .call("environment/info", "null")
+                .context("direct rpc")?;
+            direct.push(started.elapsed());
+        }
     }
     conn.close();
     samples.sort();
-    let direct = crate::lean::rpc_samples(direct_url, calls).context("direct rpc")?;
+    direct.sort();
     let (relay_p50, direct_p50) = (percentile_us(&samples, 50), percentile_us(&direct, 50));
-    Ok(vec![
-        ("relay_rpc_p50_us", relay_p50),
-        ("relay_rpc_p99_us", percentile_us(&samples, 99)),
-        ("relay_direct_rpc_p50_us", direct_p50),
-        ("relay_rpc_over_direct", relay_p50 / direct_p50),
-    ])
+    let p99 = percentile_us(&samples, 99);
+    Ok(if prefix == "relay_awake" {
+        vec![
+            ("relay_awake_rpc_p50_us", relay_p50),
+            ("relay_awake_rpc_p99_us", p99),
+            ("relay_awake_direct_rpc_p50_us", direct_p50),
+            ("relay_awake_rpc_over_direct", relay_p50 / direct_p50),
+        ]
+    } else {
+        vec![
+            ("relay_rpc_p50_us", relay_p50),
+            ("relay_rpc_p99_us", p99),
+            ("relay_direct_rpc_p50_us", direct_p50),
+            ("relay_rpc_over_direct", relay_p50 / direct_p50),
+        ]
+    })
 }
 
 /// `relay-stream`: `head -c BYTES /dev/zero` with its output pushed as `process/output`

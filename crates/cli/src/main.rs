@@ -21,10 +21,7 @@ fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     let _telemetry = telemetry::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("exec-server: failed to start the runtime: {e}");
@@ -43,6 +40,21 @@ fn main() -> std::process::ExitCode {
             eprintln!("exec-server: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The runtime the command runs on: multi-thread, except `rendezvous --threads 1`.
+fn runtime_for(cli: &Cli) -> tokio::runtime::Builder {
+    match &cli.command {
+        Some(args::Command::Rendezvous(args)) if args.threads == 1 => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        Some(args::Command::Rendezvous(args)) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(args.threads));
+            builder
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
     }
 }
 

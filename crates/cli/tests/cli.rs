@@ -47,6 +47,26 @@ fn listen_and_remote_conflict_as_upstream() {
 }
 
 #[test]
+fn rendezvous_threads_must_be_at_least_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("rv.toml");
+    std::fs::write(&config, "").expect("config");
+    let config = config.to_str().expect("utf-8");
+    let out = run(&[
+        "rendezvous",
+        "--listen",
+        "http://127.0.0.1:0",
+        "--config",
+        config,
+        "--threads",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+}
+
+#[test]
 fn version_and_help_describe_the_flags() {
     let out = run(&["--version"]);
     assert!(out.status.success());

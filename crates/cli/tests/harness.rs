@@ -39,7 +39,13 @@ struct Rendezvous {
 }
 
 impl Rendezvous {
+    /// The default rendezvous: one thread (a current-thread runtime).
     fn start() -> Rendezvous {
+        Rendezvous::start_with(&[])
+    }
+
+    /// A rendezvous with `extra` flags.
+    fn start_with(extra: &[&str]) -> Rendezvous {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("rendezvous.toml");
         std::fs::write(
@@ -54,6 +60,7 @@ impl Rendezvous {
         let mut child = Command::new(BIN)
             .args(["rendezvous", "--listen", "http://127.0.0.1:0", "--config"])
             .arg(&config)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -122,7 +129,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let rendezvous = Rendezvous::start();
+        World::start_with(Rendezvous::start()).await
+    }
+
+    /// The executor registered with `rendezvous`.
+    async fn start_with(rendezvous: Rendezvous) -> World {
         let executor = Executor::start(&rendezvous.url);
         let world = World {
             rendezvous,
@@ -267,7 +278,8 @@ async fn a_client_runs_commands_and_reads_files_through_the_rendezvous() {
 
 #[tokio::test]
 async fn run_remote_uses_the_noise_variables_and_propagates_the_exit_code() {
-    let world = World::start().await;
+    // A multi-thread rendezvous here (`--threads 3`); the other tests use the default (1).
+    let world = World::start_with(Rendezvous::start_with(&["--threads", "3"])).await;
     let home = tempfile::tempdir().expect("tempdir");
     let home = home.path().to_str().expect("utf-8 path");
     let vars = [

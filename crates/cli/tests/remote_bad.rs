@@ -723,10 +723,13 @@ async fn bundle(addr: std::net::SocketAddr, identity: &StaticIdentity) -> Connec
 type ClientWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A harness socket on the real rendezvous, one stream at a time.
+/// A harness socket on the real rendezvous, opening one stream at a time. Frames that arrive
+/// for another stream than the one waited for (a late `process/closed` notification of an
+/// established stream while a new one opens) wait in `backlog`, in order.
 struct RvHarness {
     ws: ClientWs,
     identity: StaticIdentity,
+    backlog: std::collections::VecDeque<Frame>,
 }
 
 enum Opened {
@@ -739,7 +742,11 @@ impl RvHarness {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("harness socket");
-        RvHarness { ws, identity }
+        RvHarness {
+            ws,
+            identity,
+            backlog: std::collections::VecDeque::new(),
+        }
     }
 
     async fn send(&mut self, frames: Vec<Frame>) {
@@ -749,6 +756,22 @@ impl RvHarness {
                 .send(TMessage::Binary(bytes.into()))
                 .await
                 .expect("send");
+        }
+    }
+
+    /// The next frame of stream `id`, from the backlog first; other streams' frames are kept.
+    async fn next_frame_for(&mut self, id: &StreamId) -> Frame {
+        if let Some(i) = self.backlog.iter().position(|f| &f.stream_id == id) {
+            if let Some(f) = self.backlog.remove(i) {
+                return f;
+            }
+        }
+        loop {
+            let f = self.next_frame().await;
+            if &f.stream_id == id {
+                return f;
+            }
+            self.backlog.push_back(f);
         }
     }
 
@@ -771,8 +794,7 @@ impl RvHarness {
         let id = stream.stream_id().clone();
         self.send(frames).await;
         loop {
-            let f = self.next_frame().await;
-            assert_eq!(f.stream_id, id, "one stream at a time");
+            let f = self.next_frame_for(&id).await;
             if let FrameBody::Reset { reason } = f.body {
                 return Opened::Reset(reason);
             }
@@ -795,8 +817,9 @@ impl RvHarness {
             .expect("json");
         let frames = stream.send(&bytes).expect("seal");
         self.send(frames).await;
+        let id = stream.stream_id().clone();
         loop {
-            let f = self.next_frame().await;
+            let f = self.next_frame_for(&id).await;
             for m in stream.on_frame(f.body).expect("stream frame") {
                 let v: Value = serde_json::from_slice(&m).expect("JSON-RPC");
                 if v["id"] == rpc {

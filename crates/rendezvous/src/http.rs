@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use exec_server_relay::frame::{StreamId, MAX_ENCODED_FRAME_LEN};
+use exec_server_relay::frame::{StreamId, MAX_ENCODED_FRAME_LEN, SOCKET_READ_BUFFER};
 use exec_server_relay::registry::{
     check_environment_id, ConnectRequest, ConnectResponse, ErrorBody, ErrorDetail, RegisterRequest,
     RegisterResponse, ValidateRequest, ValidateResponse, NOISE_STREAM_ID_HEADER,
@@ -328,7 +328,8 @@ async fn executor_socket(
         }
     };
     let hub = state.hub.clone();
-    ws.max_message_size(MAX_ENCODED_FRAME_LEN)
+    ws.read_buffer_size(SOCKET_READ_BUFFER)
+        .max_message_size(MAX_ENCODED_FRAME_LEN)
         .max_frame_size(MAX_ENCODED_FRAME_LEN)
         .on_upgrade(move |socket| socket::run_executor(hub, socket, env, registration_id))
 }
@@ -349,7 +350,8 @@ async fn harness_socket(
         }
     };
     let hub = state.hub.clone();
-    ws.max_message_size(MAX_ENCODED_FRAME_LEN)
+    ws.read_buffer_size(SOCKET_READ_BUFFER)
+        .max_message_size(MAX_ENCODED_FRAME_LEN)
         .max_frame_size(MAX_ENCODED_FRAME_LEN)
         .on_upgrade(move |socket| socket::run_harness(hub, socket, env, registration_id, key))
 }

@@ -39,6 +39,14 @@ pub(crate) struct RendezvousArgs {
     /// out start with it (http→ws, https→wss). Default: the Host each request was sent to.
     #[arg(long, value_name = "URL")]
     pub(crate) public_url: Option<String>,
+
+    /// Threads that serve sockets. 1 (the default) runs everything on one thread: a relayed
+    /// frame goes from one socket's reader to the other socket's writer without waking a
+    /// second CPU, which takes about a third off a relayed round trip (docs/benchmarks.md);
+    /// one thread relays over 1 GiB/s. More threads (a multi-thread runtime) spread many busy
+    /// sockets over CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) threads: u16,
 }
 
 /// Parses `http://IP:PORT`.

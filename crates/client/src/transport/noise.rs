@@ -404,6 +404,7 @@ async fn dial(url: &str, target: &NoiseTarget) -> Result<Socket, NoiseConnectErr
         None
     };
     let config = WebSocketConfig::default()
+        .read_buffer_size(exec_server_relay::frame::SOCKET_READ_BUFFER)
         .max_message_size(Some(MAX_ENCODED_FRAME_LEN))
         .max_frame_size(Some(MAX_ENCODED_FRAME_LEN));
     let dial =

@@ -28,6 +28,12 @@ pub const MAX_RESET_REASON_LEN: usize = 256;
 /// Largest encoded frame, in bytes: the 256 KiB WebSocket frame and message limit of Noise relay
 /// sockets (spec §10.2). Checked before decoding, so a larger message costs no allocation.
 pub const MAX_ENCODED_FRAME_LEN: usize = 256 * 1024;
+/// Read buffer of a relay socket's WebSocket (tungstenite's `read_buffer_size`, 128 KiB by
+/// default). tungstenite zero-fills the free part of its read buffer, up to this much, before
+/// every read, including reads that find nothing: at 128 KiB that was ~12 % of a
+/// rendezvous's CPU on small messages (docs/benchmarks.md, remote mode). Larger frames are
+/// read in several reads, which costs less than zeroing.
+pub const SOCKET_READ_BUFFER: usize = 16 * 1024;
 
 /// Why a relay frame was rejected. Messages fixed by the spec are copied exactly.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use crate::transport::threads::ConnectionThreads;
 use crate::ServerState;
 
 pub use registry::{CHATGPT_ACCOUNT_ID_HEADER, REGISTRY_TIMEOUT};
@@ -109,6 +110,9 @@ pub enum RemoteError {
     /// Registration failed (the text is upstream's where the spec fixes it).
     #[error("{0}")]
     Registry(String),
+    /// The connection thread could not be started (or its task failed).
+    #[error("cannot run the relay socket on a connection thread: {0}")]
+    Thread(std::io::Error),
     /// The Noise static keys could not be generated.
     #[error("cannot generate the Noise static identity: {0}")]
     Identity(#[from] exec_server_relay::noise::KeyError),
@@ -139,6 +143,37 @@ pub async fn serve(
             _ = on_shutdown.cancelled() => {}
         }
     });
+    // Like WebSocket connections (transport::threads), the socket and its streams'
+    // connections run on a connection thread of their own: a relayed round trip crosses the
+    // socket task, the stream's connection and its writer, and on the multi-thread runtime
+    // each hop could wake another worker. Work that waits runs on this (multi-thread) runtime.
+    let threads = match &target {
+        Target::Serve(state) if state.config.connection_threads > 0 => {
+            let _ = state.work_runtime.set(tokio::runtime::Handle::current());
+            Some(ConnectionThreads::start(1).map_err(RemoteError::Thread)?)
+        }
+        _ => None,
+    };
+    let run = run_registered(config, target, cancel.clone());
+    let result = match &threads {
+        Some(threads) => threads
+            .pick()
+            .spawn(run)
+            .await
+            .unwrap_or_else(|e| Err(RemoteError::Thread(std::io::Error::other(e)))),
+        None => run.await,
+    };
+    drop(guard);
+    result
+}
+
+/// [`serve`] after the runtime is chosen: registers, then serves and redials the socket until
+/// `cancel` fires.
+async fn run_registered(
+    config: RemoteConfig,
+    target: Target,
+    cancel: CancellationToken,
+) -> Result<(), RemoteError> {
     let identity = StaticIdentity::generate()?;
     let registry = Arc::new(registry::RegistryClient::new(
         &config.registry_url,
@@ -224,7 +259,6 @@ pub async fn serve(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    drop(guard);
     Ok(())
 }
 
@@ -254,6 +288,7 @@ async fn connect(url: &str) -> Result<Socket, ConnectError> {
         request.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let config = WebSocketConfig::default()
+        .read_buffer_size(exec_server_relay::frame::SOCKET_READ_BUFFER)
         .max_message_size(Some(RENDEZVOUS_MESSAGE_LIMIT))
         .max_frame_size(Some(RENDEZVOUS_MESSAGE_LIMIT));
     let dial = tokio_tungstenite::connect_async_with_config(request, Some(config), true);

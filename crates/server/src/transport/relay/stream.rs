@@ -107,7 +107,9 @@ async fn serve(
         keepalive: false,
         // A harness that opens a stream and never initializes is closed (its stream reset).
         initialize_deadline: true,
-        work: None,
+        // Requests that wait, and process starts, run on the multi-thread runtime (the
+        // stream's connection runs on the socket's connection thread, see `super::serve`).
+        work: state.work_runtime.get().cloned(),
         transport_writes: None,
     };
     connection::run(reader, Box::pin(writer), state, info).await;
