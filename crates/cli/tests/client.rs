@@ -9,38 +9,12 @@ use exec_server_client::environment::{ExecBackend, ExecProcess};
 use exec_server_client::files::TransferOptions;
 use exec_server_client::{Client, ClientError, Environment, ProcessEvent};
 use exec_server_core::fs::{FileSystem, MetadataOptions, ReadOptions, WriteOptions};
-use exec_server_protocol::process::{StartParams, Stream};
+use exec_server_protocol::process::Stream;
 use exec_server_protocol::PathUri;
 use futures::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::Server;
-
-fn sh(id: &str, script: &str) -> StartParams {
-    StartParams {
-        process_id: id.into(),
-        metadata: None,
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        cwd: PathUri::parse("file:///tmp").expect("uri"),
-        env_policy: None,
-        shell_snapshot: None,
-        env: [(
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        )]
-        .into(),
-        tty: false,
-        pipe_stdin: false,
-        arg0: None,
-        sandbox: None,
-        enforce_managed_network: false,
-        managed_network: None,
-        network_proxy: None,
-        if_exists: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-    }
-}
+use crate::support::{sh, Server};
 
 async fn connect(url: &str) -> Client {
     Client::connect_ws(url, None).await.expect("connect")

@@ -5,41 +5,14 @@
 use std::time::{Duration, Instant};
 
 use exec_server_client::{Client, ProcessEvent};
-use exec_server_protocol::process::{ProcessSignal, StartParams, Stream};
-use exec_server_protocol::PathUri;
+use exec_server_protocol::process::{ProcessSignal, Stream};
 use sha2::{Digest, Sha256};
 
 use crate::proxy::{Proxy, Rule};
-use crate::support::{Server, BIN};
+use crate::support::{sh, Server, BIN};
 
 /// No test waits longer than this for one event: a stall fails the test instead of hanging.
 const STALL: Duration = Duration::from_secs(60);
-
-fn sh(id: &str, script: &str) -> StartParams {
-    StartParams {
-        process_id: id.into(),
-        metadata: None,
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        cwd: PathUri::parse("file:///tmp").expect("uri"),
-        env_policy: None,
-        shell_snapshot: None,
-        env: [(
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        )]
-        .into(),
-        tty: false,
-        pipe_stdin: false,
-        arg0: None,
-        sandbox: None,
-        enforce_managed_network: false,
-        managed_network: None,
-        network_proxy: None,
-        if_exists: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-    }
-}
 
 async fn connect(url: &str) -> Client {
     Client::connect_ws(url, None).await.expect("connect")

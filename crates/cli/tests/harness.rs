@@ -18,11 +18,10 @@ use exec_server_client::{
     AuthToken, Client, ClientError, ConnectOptions, Connector, NoiseTarget, ProcessEvent,
 };
 use exec_server_protocol::fs::ReadFileParams;
-use exec_server_protocol::process::StartParams;
 use exec_server_protocol::PathUri;
 
 use crate::proxy::Proxy;
-use crate::support::BIN;
+use crate::support::{sh, BIN};
 
 const ENV_ID: &str = "e2e";
 const EXEC_TOKEN: &str = "exec-secret";
@@ -178,32 +177,6 @@ impl World {
     }
 }
 
-fn sh(client: &Client, script: &str) -> StartParams {
-    StartParams {
-        process_id: client.new_process_id(),
-        metadata: None,
-        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        cwd: PathUri::parse("file:///tmp").expect("uri"),
-        env_policy: None,
-        shell_snapshot: None,
-        env: [(
-            "PATH".to_string(),
-            "/usr/local/bin:/usr/bin:/bin".to_string(),
-        )]
-        .into(),
-        tty: false,
-        pipe_stdin: false,
-        arg0: None,
-        sandbox: None,
-        enforce_managed_network: false,
-        managed_network: None,
-        network_proxy: None,
-        if_exists: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-    }
-}
-
 /// Runs the binary with a scrubbed client environment plus `vars`, stdin closed.
 async fn exec(args: &[&str], vars: &[(&str, &str)]) -> Output {
     #[allow(clippy::disallowed_methods)]
@@ -239,7 +212,10 @@ async fn a_client_runs_commands_and_reads_files_through_the_rendezvous() {
     let world = World::start().await;
     let client = world.client(&world.rendezvous.url).await;
     let mut p = client
-        .start_process(sh(&client, "echo out; echo err >&2; exit 3"))
+        .start_process(sh(
+            &client.new_process_id(),
+            "echo out; echo err >&2; exit 3",
+        ))
         .await
         .expect("start");
     let (out, err, code) = tokio::time::timeout(STALL, p.events().collect_output())
@@ -252,7 +228,7 @@ async fn a_client_runs_commands_and_reads_files_through_the_rendezvous() {
     );
     // The executor behind the rendezvous is the one we started.
     let mut p = client
-        .start_process(sh(&client, "echo $PPID"))
+        .start_process(sh(&client.new_process_id(), "echo $PPID"))
         .await
         .expect("start");
     let (out, _, _) = p.events().collect_output().await.expect("ppid");
@@ -396,7 +372,7 @@ async fn a_dropped_relay_socket_is_reopened_and_the_output_resumes_intact() {
                   i=$((i+1)); sleep 0.05; done";
     let expected: String = (1..=20_000).map(|n| format!("{n}\n")).collect();
     let mut p = client
-        .start_process(sh(&client, script))
+        .start_process(sh(&client.new_process_id(), script))
         .await
         .expect("start");
     let mut out = Vec::new();
@@ -439,7 +415,7 @@ async fn a_dropped_relay_socket_is_reopened_and_the_output_resumes_intact() {
     assert_eq!(client.session_id(), session, "the same session, resumed");
     // The client still works on the new relay stream.
     let mut p = client
-        .start_process(sh(&client, "echo after"))
+        .start_process(sh(&client.new_process_id(), "echo after"))
         .await
         .expect("start");
     let (out, _, _) = p.events().collect_output().await.expect("after");
@@ -519,7 +495,10 @@ async fn an_executor_back_with_a_new_key_ends_the_session() {
     let client = world.client(&world.rendezvous.url).await;
     // Ends by itself once its output pipe breaks (the executor is gone).
     let mut p = client
-        .start_process(sh(&client, "while echo tick; do sleep 0.2; done"))
+        .start_process(sh(
+            &client.new_process_id(),
+            "while echo tick; do sleep 0.2; done",
+        ))
         .await
         .expect("start");
     match tokio::time::timeout(STALL, p.events().next_event()).await {
@@ -547,7 +526,7 @@ async fn an_executor_back_with_a_new_key_ends_the_session() {
     // Later calls fail the same way, at once.
     let started = Instant::now();
     let again = client
-        .start_process(sh(&client, "true"))
+        .start_process(sh(&client.new_process_id(), "true"))
         .await
         .expect_err("closed");
     assert!(started.elapsed() < Duration::from_secs(1));

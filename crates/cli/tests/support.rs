@@ -270,3 +270,31 @@ pub async fn wait_until(mut pred: impl FnMut() -> bool, timeout: Duration) -> bo
     }
     pred()
 }
+
+/// `process/start` params of `/bin/sh -c SCRIPT` in /tmp with a plain PATH, for the typed
+/// client.
+pub fn sh(id: &str, script: &str) -> exec_server_protocol::process::StartParams {
+    exec_server_protocol::process::StartParams {
+        process_id: id.into(),
+        metadata: None,
+        argv: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        cwd: exec_server_protocol::PathUri::parse("file:///tmp").expect("uri"),
+        env_policy: None,
+        shell_snapshot: None,
+        env: [(
+            "PATH".to_string(),
+            "/usr/local/bin:/usr/bin:/bin".to_string(),
+        )]
+        .into(),
+        tty: false,
+        pipe_stdin: false,
+        arg0: None,
+        sandbox: None,
+        enforce_managed_network: false,
+        managed_network: None,
+        network_proxy: None,
+        if_exists: None,
+        timeout_ms: None,
+        kill_grace_ms: None,
+    }
+}
