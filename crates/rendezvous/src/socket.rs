@@ -48,7 +48,11 @@ pub(crate) async fn run_executor(
         peer.cancel.clone(),
         hub.limits.ping_interval,
     ));
-    while let Some(bytes) = next_binary(&mut stream, &peer.cancel, hub.limits.idle_timeout).await {
+    let ended = loop {
+        let bytes = match next_binary(&mut stream, &peer.cancel, hub.limits.idle_timeout).await {
+            Ok(bytes) => bytes,
+            Err(ended) => break ended,
+        };
         let Some((frame_stream, is_reset)) = inspect(&bytes, "executor") else {
             continue;
         };
@@ -62,13 +66,13 @@ pub(crate) async fn run_executor(
             ExecutorRoute::Drop => {
                 tracing::debug!(environment = %env, stream_id = %frame_stream, "executor frame for an unrouted stream dropped");
             }
-            ExecutorRoute::Gone => break,
+            ExecutorRoute::Gone => break Ended::Replaced,
         }
-    }
+    };
     hub.detach_executor(&env, &registration_id, peer.id);
     peer.cancel.cancel();
     let _ = writer.await;
-    tracing::info!(environment = %env, peer = peer.id, "executor socket closed");
+    tracing::info!(environment = %env, peer = peer.id, reason = %ended, "executor socket closed");
 }
 
 /// Runs an upgraded harness socket, opened with a ticket issued for `key`.
@@ -94,7 +98,11 @@ pub(crate) async fn run_harness(
         peer.cancel.clone(),
         hub.limits.ping_interval,
     ));
-    while let Some(bytes) = next_binary(&mut stream, &peer.cancel, hub.limits.idle_timeout).await {
+    let ended = loop {
+        let bytes = match next_binary(&mut stream, &peer.cancel, hub.limits.idle_timeout).await {
+            Ok(bytes) => bytes,
+            Err(ended) => break ended,
+        };
         let Some((frame_stream, is_reset)) = inspect(&bytes, "harness") else {
             continue;
         };
@@ -108,13 +116,13 @@ pub(crate) async fn run_harness(
             HarnessRoute::Refuse(reason) => {
                 let reset = reset_frame(&frame_stream, reason);
                 if !send_bounded(&peer, reset, hub.limits.slow_peer_timeout).await {
-                    break;
+                    break Ended::Cancelled;
                 }
             }
             HarnessRoute::Drop => {}
-            HarnessRoute::Gone => break,
+            HarnessRoute::Gone => break Ended::Replaced,
         }
-    }
+    };
     let (resets, executor) = hub.detach_harness(&env, &registration_id, peer.id);
     peer.cancel.cancel();
     if let Some(executor) = executor {
@@ -127,7 +135,7 @@ pub(crate) async fn run_harness(
         }
     }
     let _ = writer.await;
-    tracing::debug!(environment = %env, peer = peer.id, "harness socket closed");
+    tracing::debug!(environment = %env, peer = peer.id, reason = %ended, "harness socket closed");
 }
 
 /// Decodes a frame just enough to route it: its stream id and whether it is a reset.
@@ -153,33 +161,62 @@ async fn send_bounded(peer: &Peer, bytes: Bytes, timeout: Duration) -> bool {
         .is_ok()
 }
 
-/// The next binary message, or `None` when the socket ends, idles out or is cancelled. Text
+/// Why a socket's reader stopped, for the log line that says it closed.
+#[derive(Debug)]
+enum Ended {
+    /// The peer sent a close frame (with its code and reason, if any).
+    Closed(Option<(u16, String)>),
+    /// The TCP connection ended without a close frame.
+    Eof,
+    /// A read failed (reset, protocol error, oversize message...).
+    Error(String),
+    /// Nothing arrived within the idle timeout.
+    Idle,
+    /// The socket was cancelled: shutdown, a slow peer, or its writer failed.
+    Cancelled,
+    /// Its registration was replaced or removed.
+    Replaced,
+}
+
+impl std::fmt::Display for Ended {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ended::Closed(Some((code, reason))) => write!(f, "close frame {code} {reason:?}"),
+            Ended::Closed(None) => f.write_str("close frame"),
+            Ended::Eof => f.write_str("connection ended without a close frame"),
+            Ended::Error(e) => write!(f, "read failed: {e}"),
+            Ended::Idle => f.write_str("idle timeout"),
+            Ended::Cancelled => {
+                f.write_str("closed by the rendezvous (shutdown, slow peer or failed write)")
+            }
+            Ended::Replaced => f.write_str("registration replaced or gone"),
+        }
+    }
+}
+
+/// The next binary message, or why the socket ended (closed, idled out, cancelled). Text
 /// messages are dropped (spec §10.3); pings are answered by the WebSocket layer.
 async fn next_binary(
     stream: &mut SplitStream<WebSocket>,
     cancel: &CancellationToken,
     idle: Duration,
-) -> Option<Bytes> {
+) -> Result<Bytes, Ended> {
     loop {
         let next = tokio::select! {
-            _ = cancel.cancelled() => return None,
+            _ = cancel.cancelled() => return Err(Ended::Cancelled),
             next = tokio::time::timeout(idle, stream.next()) => next,
         };
         match next {
-            Err(_) => {
-                tracing::info!("socket idle for too long; closing");
-                return None;
-            }
-            Ok(None) => return None,
-            Ok(Some(Err(e))) => {
-                tracing::debug!(error = %e, "socket read ended");
-                return None;
-            }
-            Ok(Some(Ok(Message::Binary(bytes)))) => return Some(bytes),
+            Err(_) => return Err(Ended::Idle),
+            Ok(None) => return Err(Ended::Eof),
+            Ok(Some(Err(e))) => return Err(Ended::Error(e.to_string())),
+            Ok(Some(Ok(Message::Binary(bytes)))) => return Ok(bytes),
             Ok(Some(Ok(Message::Text(_)))) => {
                 tracing::debug!("text message dropped");
             }
-            Ok(Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Err(Ended::Closed(frame.map(|f| (f.code, f.reason.to_string()))))
+            }
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
         }
     }
