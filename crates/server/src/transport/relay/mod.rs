@@ -22,6 +22,10 @@
 //!    backoff, so a restarted rendezvous does not need the executor restarted. A failure of that
 //!    registration is logged and retried with the backoff (only the first one is fatal).
 //!
+//! The socket task and every stream's connection run on one connection thread
+//! ([`crate::transport::threads`]), as a WebSocket connection does; requests that wait and
+//! every `process/start` run on the multi-thread runtime `serve` was called on.
+//!
 //! Bounded everywhere: per-stream inbound queue of `stream::INBOUND_QUEUE` (128) messages
 //! (overflow resets the stream, spec §10.4 item 7), one outbound queue per socket of
 //! `socket::OUTBOUND_QUEUE` (256) messages shared by its streams, a validation results queue
