@@ -45,7 +45,7 @@ use std::time::Duration;
 
 use exec_server_relay::executor::ExecutorRelay;
 use exec_server_relay::noise::StaticIdentity;
-use exec_server_relay::registry::REQUEST_ID_HEADER;
+use exec_server_relay::registry::{url_for_logs, REQUEST_ID_HEADER};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -192,7 +192,7 @@ async fn run_registered(
         environment_id = %config.environment_id,
         name = config.name.as_deref().unwrap_or(""),
         registration_id = %registration.executor_registration_id,
-        rendezvous = %without_query(&registration.url),
+        rendezvous = %url_for_logs(&registration.url),
         "registered remote environment"
     );
     let mut registration = registration;
@@ -217,7 +217,7 @@ async fn run_registered(
                 Ok(r) => {
                     tracing::info!(
                         registration_id = %r.executor_registration_id,
-                        rendezvous = %without_query(&r.url),
+                        rendezvous = %url_for_logs(&r.url),
                         "registered again: the rendezvous refused the old ticket"
                     );
                     shared = shared_for(&r.executor_registration_id);
@@ -238,7 +238,7 @@ async fn run_registered(
         match connected {
             Ok(ws) => {
                 backoff = MIN_BACKOFF;
-                tracing::info!(rendezvous = %without_query(&registration.url), "rendezvous connected");
+                tracing::info!(rendezvous = %url_for_logs(&registration.url), "rendezvous connected");
                 let relay = ExecutorRelay::new(
                     identity.clone(),
                     &config.environment_id,
@@ -321,24 +321,9 @@ async fn connect(url: &str) -> Result<Socket, ConnectError> {
     }
 }
 
-/// A URL without its query and fragment, for logs (spec §10.7: they may carry secrets).
-fn without_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_logged_without_query_or_fragment() {
-        assert_eq!(
-            without_query("wss://rv.example/s/1?token=abc"),
-            "wss://rv.example/s/1"
-        );
-        assert_eq!(without_query("ws://h/x#frag"), "ws://h/x");
-        assert_eq!(without_query("ws://h/x"), "ws://h/x");
-    }
 
     #[test]
     fn credentials_debug_hides_the_bearer() {
