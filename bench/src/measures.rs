@@ -620,26 +620,9 @@ fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
     let params = start_params(id, &["/bin/sh", "-c", &head_command(bytes)]).to_string();
     let started = Instant::now();
     conn.send_request("process/start", &params)?;
-    let mut received = 0u64;
-    let mut chunks = 0u64;
-    let mut scratch = Vec::with_capacity(64 << 10);
-    loop {
-        let Some(note) = Note::parse(conn.next_message()?)? else {
-            continue; // the reply to process/start
-        };
-        if note.process_id != id {
-            continue;
-        }
-        match note.method {
-            "process/output" => {
-                let chunk = note.chunk.context("process/output without chunk")?;
-                received += chunk_len(chunk, chunks, &mut scratch)?;
-                chunks += 1;
-            }
-            "process/closed" => break,
-            _ => {}
-        }
-    }
+    let mut output = OutputCount::new(id);
+    while !output.feed(conn.next_message()?)? {}
+    let received = output.received;
     let secs = started.elapsed().as_secs_f64();
     if received == 0 {
         bail!("no output received");
@@ -652,6 +635,47 @@ fn notification_stream(url: &str, bytes: u64) -> Result<Figures> {
         ("notify_mibs", mib(received) / secs),
         ("notify_lossless", lossless),
     ])
+}
+
+/// Counts the output of process `id` from pushed notifications, message by message.
+pub(crate) struct OutputCount<'a> {
+    id: &'a str,
+    /// Output bytes so far.
+    pub(crate) received: u64,
+    chunks: u64,
+    scratch: Vec<u8>,
+}
+
+impl<'a> OutputCount<'a> {
+    pub(crate) fn new(id: &'a str) -> Self {
+        OutputCount {
+            id,
+            received: 0,
+            chunks: 0,
+            scratch: Vec::with_capacity(64 << 10),
+        }
+    }
+
+    /// Takes one message (the reply to `process/start` and other processes' notifications are
+    /// skipped); true once the process's `process/closed` arrived.
+    pub(crate) fn feed(&mut self, message: &[u8]) -> Result<bool> {
+        let Some(note) = Note::parse(message)? else {
+            return Ok(false);
+        };
+        if note.process_id != self.id {
+            return Ok(false);
+        }
+        match note.method {
+            "process/output" => {
+                let chunk = note.chunk.context("process/output without chunk")?;
+                self.received += chunk_len(chunk, self.chunks, &mut self.scratch)?;
+                self.chunks += 1;
+                Ok(false)
+            }
+            "process/closed" => Ok(true),
+            _ => Ok(false),
+        }
+    }
 }
 
 /// What the notification stream needs of a process notification, borrowed from its bytes.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::measures::{chunk_len, head_command, mib, percentile_us, start_params, Figures, Note};
+use crate::measures::{head_command, mib, percentile_us, start_params, Figures, Note, OutputCount};
 use harness::{Harness, OpenTimes, RelayConn};
 
 /// Streams opened by `relay-handshake` after 2 warm-up streams.
@@ -92,27 +92,9 @@ pub(crate) fn stream(harness: &Harness, bytes: u64) -> Result<Figures> {
     let params = start_params(id, &["/bin/sh", "-c", &head_command(bytes)]).to_string();
     let started = Instant::now();
     conn.send_request("process/start", &params)?;
-    let mut received = 0u64;
-    let mut chunks = 0u64;
-    let mut scratch = Vec::with_capacity(64 << 10);
-    loop {
-        let message = conn.next_message()?;
-        let Some(note) = Note::parse(&message)? else {
-            continue; // the reply to process/start
-        };
-        if note.process_id != id {
-            continue;
-        }
-        match note.method {
-            "process/output" => {
-                let chunk = note.chunk.context("process/output without chunk")?;
-                received += chunk_len(chunk, chunks, &mut scratch)?;
-                chunks += 1;
-            }
-            "process/closed" => break,
-            _ => {}
-        }
-    }
+    let mut output = OutputCount::new(id);
+    while !output.feed(&conn.next_message()?)? {}
+    let received = output.received;
     let secs = started.elapsed().as_secs_f64();
     conn.close();
     if received != bytes {
