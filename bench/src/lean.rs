@@ -22,13 +22,13 @@ pub(crate) struct LeanClient {
     next_id: i64,
 }
 
-/// The parts of a reply the lean client looks at.
+/// The parts of a reply the lean client (and the relay harness) looks at.
 #[derive(Deserialize)]
-struct Reply<'a> {
-    id: Option<i64>,
+pub(crate) struct Reply<'a> {
+    pub(crate) id: Option<i64>,
     #[serde(borrow)]
-    error: Option<&'a serde_json::value::RawValue>,
-    method: Option<&'a str>,
+    pub(crate) error: Option<&'a serde_json::value::RawValue>,
+    pub(crate) method: Option<&'a str>,
 }
 
 impl LeanClient {

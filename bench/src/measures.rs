@@ -354,8 +354,8 @@ pub(crate) async fn run(
             None
         };
         return tokio::task::spawn_blocking(move || match name.as_str() {
-            "relay-rpc" => crate::relay::rpc(&harness, &url, config.rpc_calls, "relay"),
-            "relay-rpc-awake" => crate::relay::rpc(&harness, &url, config.rpc_calls, "relay_awake"),
+            "relay-rpc" => crate::relay::rpc(&harness, &url, config.rpc_calls, false),
+            "relay-rpc-awake" => crate::relay::rpc(&harness, &url, config.rpc_calls, true),
             "relay-stream" => crate::relay::stream(&harness, config.stream_bytes),
             "relay-handshake" => crate::relay::handshake(&harness),
             "relay-streams" => crate::relay::many_streams(&harness),

@@ -19,7 +19,7 @@ use exec_server_relay::harness::{new_stream_id, ConnectInfo, HarnessStream};
 use exec_server_relay::noise::StaticIdentity;
 use exec_server_relay::registry::{connect_path, ConnectRequest, ConnectResponse};
 
-use crate::lean::RawConn;
+use crate::lean::{RawConn, Reply};
 
 /// How long a relay socket may stay silent while the bench waits for it.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -129,15 +129,6 @@ pub(crate) struct RelayConn {
     scratch: Vec<u8>,
 }
 
-/// The parts of a reply the bench looks at.
-#[derive(serde::Deserialize)]
-struct ReplyHead<'a> {
-    id: Option<i64>,
-    #[serde(borrow)]
-    error: Option<&'a serde_json::value::RawValue>,
-    method: Option<&'a str>,
-}
-
 impl RelayConn {
     /// Seals one JSON-RPC message and sends its frames.
     pub(crate) fn send(&mut self, message: &[u8]) -> Result<()> {
@@ -175,8 +166,7 @@ impl RelayConn {
         let id = self.send_request(method, params)?;
         loop {
             let message = self.next_message()?;
-            let head: ReplyHead =
-                serde_json::from_slice(&message).context("reply is not JSON-RPC")?;
+            let head: Reply = serde_json::from_slice(&message).context("reply is not JSON-RPC")?;
             if head.method.is_some() || head.id != Some(id) {
                 continue;
             }

@@ -26,13 +26,13 @@ const HANDSHAKES_IN_FLIGHT: usize = 32;
 /// `relay-rpc`: `calls` sequential `environment/info` round trips through the relay and as
 /// many over a direct WebSocket to `direct_url` (the same server command listening), after
 /// 100 warm-up calls each, interleaved in blocks of 50, for the relay/direct ratio.
-/// `prefix` names the figures: `relay` or `relay_awake` (`relay-rpc-awake`: the same with the
-/// CPUs kept awake by SCHED_IDLE spinners).
+/// With `awake` (`relay-rpc-awake`: the CPUs kept awake by SCHED_IDLE spinners) the figures
+/// are named `relay_awake_*`.
 pub(crate) fn rpc(
     harness: &Harness,
     direct_url: &str,
     calls: usize,
-    prefix: &str,
+    awake: bool,
 ) -> Result<Figures> {
     let mut conn = harness.open()?;
     conn.initialize()?;
@@ -65,22 +65,27 @@ pub(crate) fn rpc(
     samples.sort();
     direct.sort();
     let (relay_p50, direct_p50) = (percentile_us(&samples, 50), percentile_us(&direct, 50));
-    let p99 = percentile_us(&samples, 99);
-    Ok(if prefix == "relay_awake" {
-        vec![
-            ("relay_awake_rpc_p50_us", relay_p50),
-            ("relay_awake_rpc_p99_us", p99),
-            ("relay_awake_direct_rpc_p50_us", direct_p50),
-            ("relay_awake_rpc_over_direct", relay_p50 / direct_p50),
+    let [p50, p99, direct, ratio] = if awake {
+        [
+            "relay_awake_rpc_p50_us",
+            "relay_awake_rpc_p99_us",
+            "relay_awake_direct_rpc_p50_us",
+            "relay_awake_rpc_over_direct",
         ]
     } else {
-        vec![
-            ("relay_rpc_p50_us", relay_p50),
-            ("relay_rpc_p99_us", p99),
-            ("relay_direct_rpc_p50_us", direct_p50),
-            ("relay_rpc_over_direct", relay_p50 / direct_p50),
+        [
+            "relay_rpc_p50_us",
+            "relay_rpc_p99_us",
+            "relay_direct_rpc_p50_us",
+            "relay_rpc_over_direct",
         ]
-    })
+    };
+    Ok(vec![
+        (p50, relay_p50),
+        (p99, percentile_us(&samples, 99)),
+        (direct, direct_p50),
+        (ratio, relay_p50 / direct_p50),
+    ])
 }
 
 /// `relay-stream`: `head -c BYTES /dev/zero` with its output pushed as `process/output`
