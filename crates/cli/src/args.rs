@@ -53,6 +53,10 @@ pub(crate) enum Command {
     /// List the tools of a Streamable HTTP MCP server reached from an executor, or call one.
     #[command(after_help = crate::cmd::mcp::EXAMPLES)]
     Mcp(crate::cmd::mcp::McpArgs),
+    /// Serve MCP: a `shell` tool whose every exec, nested ones included, is checked against
+    /// execpolicy rules (prompts become elicitations), and file tools (docs/mcp-serve.md).
+    #[command(after_help = crate::cmd::mcp_serve::EXAMPLES)]
+    McpServe(crate::cmd::mcp_serve::McpServeArgs),
     /// Serve the open registry + rendezvous of remote mode: executors register and keep one
     /// socket, harnesses connect through it (docs/remote.md).
     #[command(after_help = crate::cmd::rendezvous::EXAMPLES)]

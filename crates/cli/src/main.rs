@@ -18,6 +18,14 @@ fn main() -> std::process::ExitCode {
     if let Some(code) = exec_server_core::fs::sandboxed::maybe_run_helper() {
         std::process::exit(code);
     }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(2).collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == exec_server_execguard::GUARD_HELPER_ARG)
+    {
+        let rest: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        std::process::exit(exec_server_execguard::helper_main(&rest));
+    }
     keep_freed_memory();
     let cli = Cli::parse();
     let _telemetry = telemetry::init(cli.log_format);

@@ -421,6 +421,7 @@ impl Session {
             env,
             tty: params.tty,
             pipe_stdin: params.pipe_stdin,
+            inherit_fd: None,
         };
         let sandbox_type = match &policy {
             None => SandboxType::None,

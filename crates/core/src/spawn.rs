@@ -36,6 +36,10 @@ pub struct SpawnSpec {
     pub tty: bool,
     /// Keep stdin open as a pipe (non-tty).
     pub pipe_stdin: bool,
+    /// A descriptor the child inherits under the same number (its close-on-exec flag is
+    /// cleared in the child only), e.g. the exec guard's socket. The caller keeps it open until
+    /// `spawn` returns.
+    pub inherit_fd: Option<std::os::fd::RawFd>,
 }
 
 /// The child's I/O as the parent holds it.
@@ -178,6 +182,9 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         }
         (None, None) => {}
     }
+    if let Some(fd) = spec.inherit_fd {
+        inherit(&mut cmd, fd);
+    }
     if spec.tty {
         spawn_pty(cmd)
     } else {
@@ -260,6 +267,20 @@ fn new_session(cmd: &mut std::process::Command, tty: bool) {
                 return Err(io::Error::last_os_error());
             }
             if tty && libc::ioctl(0, libc::TIOCSCTTY as _, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Clears the close-on-exec flag of `fd` in the child.
+#[allow(unsafe_code)]
+fn inherit(cmd: &mut std::process::Command, fd: std::os::fd::RawFd) {
+    // SAFETY: the closure runs in the forked child before exec and calls only fcntl(2).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())

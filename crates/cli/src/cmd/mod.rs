@@ -4,6 +4,7 @@
 pub(crate) mod cp;
 pub(crate) mod info;
 pub(crate) mod mcp;
+pub(crate) mod mcp_serve;
 pub(crate) mod rendezvous;
 pub(crate) mod run;
 pub(crate) mod shell;
@@ -146,6 +147,10 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             0
         }
         Command::Mcp(args) => mcp::mcp(args).await?,
+        Command::McpServe(args) => {
+            mcp_serve::mcp_serve(args).await?;
+            0
+        }
         Command::Rendezvous(args) => {
             rendezvous::rendezvous(args).await?;
             0

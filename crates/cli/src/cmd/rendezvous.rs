@@ -50,7 +50,7 @@ pub(crate) struct RendezvousArgs {
 }
 
 /// Parses `http://IP:PORT`.
-fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn listen_addr(listen: &str) -> anyhow::Result<SocketAddr> {
     let rest = listen
         .strip_prefix("http://")
         .with_context(|| format!("--listen must look like http://IP:PORT, not `{listen}`"))?;
