@@ -38,9 +38,10 @@ pub struct Exec {
     /// under its target's name, the `#!` interpreter of a script, the program a dynamic loader
     /// is asked to load.
     pub subjects: Vec<Subject>,
-    /// The program is not a file anyone can name: an in-memory file (`memfd_create`) or a
-    /// deleted one.
-    pub anonymous: bool,
+    /// A program this exec runs that is not a file anyone can name: an in-memory file
+    /// (`memfd_create`) or a deleted one (as `/memfd:NAME (deleted)`), directly or through the
+    /// dynamic loader.
+    pub anonymous: Option<PathBuf>,
 }
 
 /// Why an exec could not be decoded; the exec fails with `errno()`.
@@ -161,8 +162,7 @@ pub fn decode(n: &Notification) -> Result<Exec, DecodeError> {
         }
         Err(e) => return Err(e),
     };
-    let target_name = target.as_os_str().as_bytes();
-    let anonymous = target_name.starts_with(b"/memfd:") || target_name.ends_with(b" (deleted)");
+    let mut anonymous = is_anonymous(&target).then(|| target.clone());
 
     let mut subjects = vec![Subject {
         program: program.clone(),
@@ -186,6 +186,26 @@ pub fn decode(n: &Notification) -> Result<Exec, DecodeError> {
     }
     if is_loader(&target) || is_loader(&program) {
         if let Some(loaded) = loaded_program(&argv, &cwd) {
+            // The loader opens the program itself: name what that path leads to as well
+            // (`/proc/self/fd/N` of a memfd is anonymous).
+            let raw = loaded.program.to_string_lossy().into_owned();
+            let open_at = self_proc_rewrite(pid, &raw).unwrap_or_else(|| {
+                proc_path(pid, &format!("root/{}", raw.trim_start_matches('/')))
+            });
+            if let Some(t) = std::fs::File::open(&open_at)
+                .ok()
+                .and_then(|f| fd_target(&f))
+            {
+                if anonymous.is_none() && is_anonymous(&t) {
+                    anonymous = Some(t.clone());
+                }
+                if t.file_name() != loaded.program.file_name() {
+                    subjects.push(Subject {
+                        program: t,
+                        argv: loaded.argv.clone(),
+                    });
+                }
+            }
             subjects.push(loaded);
         }
     }
@@ -197,6 +217,12 @@ pub fn decode(n: &Notification) -> Result<Exec, DecodeError> {
         subjects,
         anonymous,
     })
+}
+
+/// An in-memory file or a deleted one, as `/proc/*/fd` links name them.
+fn is_anonymous(target: &Path) -> bool {
+    let name = target.as_os_str().as_bytes();
+    name.starts_with(b"/memfd:") || name.ends_with(b" (deleted)")
 }
 
 /// `/proc/self/…` and `/proc/thread-self/…` name the caller's own entries; read by this

@@ -29,12 +29,12 @@ pub fn judge(rules: &Rules, exec: &Exec) -> Option<Judgement> {
         decision: v.decision,
         reason: v.to_string(),
     });
-    if exec.anonymous && !rules.is_empty() {
+    if let (Some(anonymous), false) = (&exec.anonymous, rules.is_empty()) {
         let floor = Judgement {
             decision: Decision::Prompt,
             reason: format!(
-                "{} is an in-memory or deleted file, which no rule can name",
-                exec.target.display()
+                "it runs {}, an in-memory or deleted file, which no rule can name",
+                anonymous.display()
             ),
         };
         return Some(match judged {
@@ -90,6 +90,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn exec(program: &str, target: &str, argv: &[&str], anonymous: bool) -> Exec {
+        let anonymous = anonymous.then(|| PathBuf::from(target));
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let mut subjects = vec![Subject {
             program: program.into(),

@@ -245,7 +245,11 @@ impl ShellServer {
                 let body = json!({
                     "exit_code": out.exit_code,
                     "output": out.output,
-                    "duration": out.duration.as_secs_f64(),
+                    // Upstream's shape (a serialized Rust Duration), so its clients parse it.
+                    "duration": {
+                        "secs": out.duration.as_secs(),
+                        "nanos": out.duration.subsec_nanos(),
+                    },
                     "timed_out": out.timed_out,
                 });
                 Ok(text_result(body.to_string(), false))
