@@ -13,6 +13,7 @@ mod harness;
 mod http;
 mod limits;
 mod mcp;
+mod mcp_serve;
 mod observability;
 mod process;
 mod proxy;

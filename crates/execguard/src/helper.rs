@@ -59,6 +59,8 @@ pub fn helper_main(args: &[OsString]) -> i32 {
     // SAFETY: the caller passed this descriptor for us to own.
     #[allow(unsafe_code)]
     let socket = unsafe { OwnedFd::from_raw_fd(socket) };
+    // The parent-death signal follows the thread that spawned the helper: the server spawns
+    // from a tokio worker thread, which lives as long as the server's runtime.
     #[allow(unsafe_code)]
     // SAFETY: plain prctls with integer arguments; the process is still single-threaded.
     let parent = unsafe {

@@ -11,11 +11,12 @@ use std::time::Duration;
 use exec_server_core::fs::{FileSystem, LocalFileSystem, ReadOptions, WriteOptions};
 use futures::future::BoxFuture;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ElicitRequestParams,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotification,
+    CancelledNotificationParam, ClientResult, ContentBlock, ElicitRequest, ElicitRequestParams,
     ElicitationAction, ElicitationSchema, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    PaginatedRequestParams, RequestId, ServerCapabilities, ServerConfig, ServerRequest, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{PeerRequestOptions, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -151,6 +152,7 @@ impl Approver for Elicit {
             let schema = ElicitationSchema::from_json_schema(
                 json!({
                     "type": "object",
+                    "title": "Execution Permission Request",
                     "properties": {
                         "reason": {"type": "string", "description": "Optional: why you allow or refuse it."}
                     }
@@ -162,13 +164,34 @@ impl Approver for Elicit {
             let Ok(requested_schema) = schema else {
                 return Approval::Denied("the approval request could not be built".into());
             };
-            let answer = peer
-                .create_elicitation(ElicitRequestParams::FormElicitationParams {
+            let request = ServerRequest::ElicitRequest(ElicitRequest::new(
+                ElicitRequestParams::FormElicitationParams {
                     meta: None,
                     message,
                     requested_schema,
-                })
-                .await;
+                },
+            ));
+            let handle = match peer
+                .send_cancellable_request(request, PeerRequestOptions::no_options())
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    return Approval::Denied(format!(
+                        "approval needed, but the client could not be asked: {e}"
+                    ))
+                }
+            };
+            // Dropped unanswered (the call ended, timed out or was cancelled): the client is
+            // told to withdraw the prompt.
+            let mut withdraw = Withdraw(Some((peer, handle.id.clone())));
+            let answer = handle.await_response().await;
+            withdraw.0 = None;
+            let answer = match answer {
+                Ok(ClientResult::ElicitResult(r)) => Ok(r),
+                Ok(_) => Err("the client answered with something else".to_string()),
+                Err(e) => Err(e.to_string()),
+            };
             match answer {
                 Ok(r) => match r.action {
                     ElicitationAction::Accept => Approval::Approved,
@@ -185,6 +208,26 @@ impl Approver for Elicit {
                 )),
             }
         })
+    }
+}
+
+/// Sends `notifications/cancelled` for an elicitation dropped before its answer.
+struct Withdraw(Option<(Peer<RoleServer>, RequestId)>);
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let Some((peer, id)) = self.0.take() else {
+            return;
+        };
+        let notification = CancelledNotification::new(CancelledNotificationParam::new(
+            Some(id),
+            Some("the command no longer waits for this approval".into()),
+        ));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = peer.send_notification(notification.into()).await;
+            });
+        }
     }
 }
 

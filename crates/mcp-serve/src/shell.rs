@@ -15,6 +15,7 @@ use exec_server_execguard::ExecRequest;
 use exec_server_execpolicy::{Decision, Rules};
 use exec_server_protocol::fs::SandboxContext;
 use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
@@ -180,7 +181,9 @@ impl Shell {
 
         let mut deadline = Instant::now() + req.timeout;
         let mut paused_at: Option<Instant> = None;
-        let mut prompts: JoinSet<()> = JoinSet::new();
+        // Polled in this task (not spawned): rmcp ties an elicitation to the tool call through
+        // a task-local, so over Streamable HTTP it goes out on the call's own stream.
+        let mut prompts: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
         let mut status = None;
         let mut timed_out = false;
         let mut kill_at: Option<Instant> = None;
@@ -202,7 +205,7 @@ impl Shell {
                     status = Some(s.map(spawn::exit_code).unwrap_or(-1));
                     tree.0 = 0;
                 }
-                Some(_) = prompts.join_next(), if !prompts.is_empty() => {
+                Some(()) = prompts.next(), if !prompts.is_empty() => {
                     if prompts.is_empty() {
                         if let Some(p) = paused_at.take() {
                             deadline += p.elapsed();
@@ -215,7 +218,7 @@ impl Shell {
                         kill_at = None;
                     } else {
                         timed_out = true;
-                        prompts.abort_all();
+                        prompts.clear();
                         paused_at = None;
                         spawn::kill_tree(pid, Signal::SIGTERM);
                         kill_at = Some(Instant::now() + KILL_GRACE);
@@ -223,7 +226,7 @@ impl Shell {
                 }
             }
         }
-        prompts.abort_all();
+        drop(prompts);
         // The tree is gone; the pipes close with it (bounded, in case a process outside it
         // holds them).
         let _ = tokio::time::timeout(DRAIN, async {
@@ -246,7 +249,7 @@ impl Shell {
         request: ExecRequest,
         output: &Arc<Mutex<Output>>,
         approver: &Arc<dyn Approver>,
-        prompts: &mut JoinSet<()>,
+        prompts: &mut FuturesUnordered<BoxFuture<'static, ()>>,
         paused_at: &mut Option<Instant>,
     ) {
         if request.initial {
@@ -271,14 +274,14 @@ impl Shell {
                 if prompts.is_empty() {
                     *paused_at = Some(Instant::now());
                 }
-                prompts.spawn(async move {
+                prompts.push(Box::pin(async move {
                     match answer.await {
                         Approval::Approved => {
                             let _ = request.allow();
                         }
                         Approval::Denied(why) => deny(request, &output, &why),
                     }
-                });
+                }));
             }
         }
     }
