@@ -971,3 +971,124 @@ async fn mcp_serve_bad_input_is_an_error_and_the_session_goes_on() {
     let r = mcp.shell("echo still here", &wd).await;
     assert!(r.output.contains("still here"), "{r:?}");
 }
+
+/// Over Streamable HTTP, a prompt's elicitation goes out on the `tools/call` POST's own event
+/// stream: a client that never opens the optional GET stream still sees it (and the call does
+/// not hang with its timeout paused).
+#[tokio::test]
+async fn mcp_serve_http_elicitation_rides_the_calls_own_stream() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rules = rules_file(TOUCH_PROMPT);
+    let mut child = mcp_serve(&rules, &["--listen", "http://127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mcp-serve --listen");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut url = String::new();
+    within("the URL line", stdout.read_line(&mut url))
+        .await
+        .expect("read the URL line");
+    let url = url.trim().to_string();
+    let (_dir, wd) = workdir();
+    let http = reqwest::Client::new();
+    let post = |body: Value, session: Option<&str>| {
+        let mut req = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(s) = session {
+            req = req
+                .header("Mcp-Session-Id", s)
+                .header("MCP-Protocol-Version", "2025-06-18");
+        }
+        req.send()
+    };
+    let init = within(
+        "initialize",
+        post(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {"elicitation": {}},
+                "clientInfo": {"name": "raw", "version": "1"}}}),
+            None,
+        ),
+    )
+    .await
+    .expect("initialize");
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session id")
+        .to_string();
+    drop(init);
+    within(
+        "initialized",
+        post(
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            Some(&session),
+        ),
+    )
+    .await
+    .expect("initialized");
+    let mut call = within(
+        "tools/call",
+        post(
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+                "name": "shell", "arguments": {"command": "touch raw-approved",
+                "workdir": dir_str(&wd), "login": false}}}),
+            Some(&session),
+        ),
+    )
+    .await
+    .expect("tools/call");
+    // Read the call's stream until the elicitation arrives on it.
+    let mut seen = String::new();
+    let elicitation: Value = loop {
+        let chunk = within("the elicitation on the call's stream", call.chunk())
+            .await
+            .expect("read the stream")
+            .expect("the stream ended before an elicitation");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+        let found = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|m| m["method"] == "elicitation/create");
+        if let Some(m) = found {
+            break m;
+        }
+    };
+    let message = elicitation["params"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("/usr/bin/touch raw-approved"),
+        "{elicitation}"
+    );
+    within(
+        "the answer",
+        post(
+            json!({"jsonrpc": "2.0", "id": elicitation["id"].clone(),
+                "result": {"action": "accept", "content": {}}}),
+            Some(&session),
+        ),
+    )
+    .await
+    .expect("answer");
+    // The call's result follows on the same stream.
+    loop {
+        if seen.contains("\"id\":2") && seen.contains("exit_code") {
+            break;
+        }
+        let chunk = within("the call's result", call.chunk())
+            .await
+            .expect("read the stream")
+            .expect("the stream ended before the result");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(wd.join("raw-approved").exists(), "{seen}");
+    let _ = child.kill().await;
+}
