@@ -197,14 +197,13 @@ async fn stdio(rules: &str, answer: Answer) -> Mcp {
     }
 }
 
-/// `mcp-serve --listen http://127.0.0.1:0` with these rules, and a session with it over
-/// rmcp's Streamable HTTP client.
-async fn http(rules: &str, answer: Answer) -> Mcp {
+/// `mcp-serve --listen http://127.0.0.1:0` with these rules: the child, its stdout (kept open)
+/// and the URL it printed.
+async fn start_http(rules: &RulesFile) -> (Child, BufReader<ChildStdout>, String) {
     // reqwest is built with `rustls-no-provider` here, and building any `reqwest::Client`
     // (even for a plain http:// URL) panics unless a rustls crypto provider is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rules = rules_file(rules);
-    let mut child = mcp_serve(&rules, &["--listen", "http://127.0.0.1:0"])
+    let mut child = mcp_serve(rules, &["--listen", "http://127.0.0.1:0"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -220,6 +219,14 @@ async fn http(rules: &str, answer: Answer) -> Mcp {
         url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
         "first stdout line: {url:?}"
     );
+    (child, stdout, url)
+}
+
+/// `mcp-serve --listen http://127.0.0.1:0` with these rules, and a session with it over
+/// rmcp's Streamable HTTP client.
+async fn http(rules: &str, answer: Answer) -> Mcp {
+    let rules = rules_file(rules);
+    let (child, stdout, url) = start_http(&rules).await;
     let approver = Approver::new(answer);
     let transport = StreamableHttpClientTransport::from_uri(url);
     let client = within("initialize", approver.clone().serve(transport))
@@ -977,20 +984,8 @@ async fn mcp_serve_bad_input_is_an_error_and_the_session_goes_on() {
 /// not hang with its timeout paused).
 #[tokio::test]
 async fn mcp_serve_http_elicitation_rides_the_calls_own_stream() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let rules = rules_file(TOUCH_PROMPT);
-    let mut child = mcp_serve(&rules, &["--listen", "http://127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start mcp-serve --listen");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut url = String::new();
-    within("the URL line", stdout.read_line(&mut url))
-        .await
-        .expect("read the URL line");
-    let url = url.trim().to_string();
+    let (mut child, _stdout, url) = start_http(&rules).await;
     let (_dir, wd) = workdir();
     let http = reqwest::Client::new();
     let post = |body: Value, session: Option<&str>| {

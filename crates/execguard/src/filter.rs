@@ -6,29 +6,16 @@
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-/// `seccomp_data.nr`.
-const NR_OFFSET: u32 = 0;
-/// `seccomp_data.arch`.
-const ARCH_OFFSET: u32 = 4;
-
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+use exec_server_sandbox::bpf::{
+    jump, stmt, ARCH_OFFSET, AUDIT_ARCH, JEQ_K, LD_W_ABS, NR_OFFSET, RET_ALLOW, RET_ERRNO, RET_K,
+    RET_USER_NOTIF, X32_BIT,
+};
 
 const SECCOMP_SET_MODE_FILTER: libc::c_long = 1;
 const FLAG_NEW_LISTENER: libc::c_long = 1 << 3;
 /// Once the supervisor has received a notification, only a fatal signal interrupts the wait
 /// (Linux 5.19): a stray `SIGCHLD` does not restart the call and ask the user twice.
 const FLAG_WAIT_KILLABLE_RECV: libc::c_long = 1 << 5;
-
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-
-/// x32 system calls carry this bit on x86_64.
-#[cfg(target_arch = "x86_64")]
-const X32_BIT: u32 = 0x4000_0000;
 
 /// The exec calls of the foreign ABIs (i386 through `int 0x80`), refused outright.
 #[cfg(target_arch = "x86_64")]
@@ -41,23 +28,6 @@ const NATIVE_REFUSED: &[u32] = &[X32_BIT | 520, X32_BIT | 545];
 const FOREIGN_EXECS: &[u32] = &[11, 387];
 #[cfg(target_arch = "aarch64")]
 const NATIVE_REFUSED: &[u32] = &[];
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// Appends "for each of `numbers`: if nr == it, return EPERM" (the accumulator holds nr).
 fn refuse(prog: &mut Vec<libc::sock_filter>, numbers: &[u32]) {

@@ -136,26 +136,7 @@ fn parse_pattern(value: &Value, file: &Arc<str>) -> Result<Vec<Vec<String>>, Rul
                     "a list of alternatives in `pattern` cannot be empty".to_string(),
                 ))
             }
-            ValueKind::List(alts) => {
-                let mut out = Vec::with_capacity(alts.len());
-                for alt in alts {
-                    match &alt.kind {
-                        ValueKind::Str(s) => out.push(s.clone()),
-                        other => {
-                            return Err(invalid(
-                                file,
-                                alt.line,
-                                alt.column,
-                                format!(
-                                    "an alternative in `pattern` must be a string, found {}",
-                                    describe(other)
-                                ),
-                            ))
-                        }
-                    }
-                }
-                out
-            }
+            ValueKind::List(alts) => strings(alts, file, "an alternative in `pattern`")?,
             other => {
                 return Err(invalid(
                     file,
@@ -245,24 +226,7 @@ fn parse_examples(
                 )
             })?,
             ValueKind::List(words) => {
-                let mut out = Vec::with_capacity(words.len());
-                for word in words {
-                    match &word.kind {
-                        ValueKind::Str(s) => out.push(s.clone()),
-                        other => {
-                            return Err(invalid(
-                                file,
-                                word.line,
-                                word.column,
-                                format!(
-                                    "a word of a `{name}` example must be a string, found {}",
-                                    describe(other)
-                                ),
-                            ))
-                        }
-                    }
-                }
-                out
+                strings(words, file, &format!("a word of a `{name}` example"))?
             }
             other => {
                 return Err(invalid(
@@ -313,6 +277,23 @@ impl Declared {
         Ok(())
     }
 }
+
+/// Every element of `items` as a string; `what` names one element in the error.
+fn strings(items: &[Value], file: &Arc<str>, what: &str) -> Result<Vec<String>, RulesError> {
+    items
+        .iter()
+        .map(|v| match &v.kind {
+            ValueKind::Str(s) => Ok(s.clone()),
+            other => Err(invalid(
+                file,
+                v.line,
+                v.column,
+                format!("{what} must be a string, found {}", describe(other)),
+            )),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -18,6 +18,7 @@
 //! that fails is an error, and the caller reports it instead of running unsandboxed.
 
 mod apply;
+pub mod bpf;
 mod exec;
 pub mod fdpass;
 mod glob;

@@ -3,44 +3,10 @@
 //! namespace is the boundary), `io_uring_setup(2)` is refused (io_uring can open sockets),
 //! and system calls of a foreign ABI kill the process.
 
-/// `seccomp_data.nr`.
-const NR_OFFSET: u32 = 0;
-/// `seccomp_data.arch`.
-const ARCH_OFFSET: u32 = 4;
-/// Low word of `seccomp_data.args[0]` (little-endian).
-const ARG0_OFFSET: u32 = 16;
-
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH: u32 = 0xC000_003E;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH: u32 = 0xC000_00B7;
-
-/// x32 system calls carry this bit on x86_64.
-const X32_BIT: u32 = 0x4000_0000;
-
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
+use crate::bpf::*;
 
 /// The BPF program; `allow_ip` also lets `AF_INET` and `AF_INET6` sockets through.
 pub(crate) fn network_filter(allow_ip: bool) -> Vec<libc::sock_filter> {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
     let eperm = RET_ERRNO | libc::EPERM as u32;
     let mut prog = vec![
         stmt(LD_W_ABS, ARCH_OFFSET),
