@@ -9,6 +9,7 @@
 
 mod fs;
 mod lean;
+mod mcp;
 mod measures;
 mod quick_json;
 mod relay;
@@ -48,9 +49,11 @@ struct Args {
     rounds: usize,
     /// Comma-separated measurements to run: idle-rss, retained-rss, rpc, rpc-awake, spawn,
     /// sleep200, multi-conn, notify-stream, read-stream, fs-read, fs-write64, fs-write8, fs-blocks,
-    /// fs-sandbox, relay-rpc, relay-rpc-awake, relay-handshake, relay-streams, relay-stream (default: all).
+    /// fs-sandbox, relay-rpc, relay-rpc-awake, relay-handshake, relay-streams, relay-stream,
+    /// mcp-exec (default: all).
     /// The relay measurements need our rendezvous (--rendezvous) and each server in remote
     /// mode (--ours-remote / --upstream-remote, derived from --ours / --upstream by default).
+    /// mcp-exec runs the MCP shell tools (--ours-mcp / --upstream-mcp) instead.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Size of the output streams, MiB.
@@ -93,6 +96,18 @@ struct Args {
     /// The upstream server in remote mode (as --ours-remote; default derived from --upstream).
     #[arg(long)]
     upstream_remote: Option<String>,
+    /// Our MCP shell tool for mcp-exec, speaking MCP on stdio (`--rules FILE` is appended for
+    /// the variant with rules). Default: the program of --ours with `mcp-serve --stdio`.
+    #[arg(long)]
+    ours_mcp: Option<String>,
+    /// Upstream's MCP shell tool for mcp-exec, e.g. `node /tmp/shell-tool-mcp-0.97.0/
+    /// node_modules/@openai/codex-shell-tool-mcp/bin/mcp-server.js`; its rules go to
+    /// `$CODEX_HOME/rules`. Without it, upstream's mcp-exec is skipped.
+    #[arg(long)]
+    upstream_mcp: Option<String>,
+    /// Timed `shell` calls per variant in mcp-exec (after one warm-up call each).
+    #[arg(long, default_value_t = 5)]
+    mcp_calls: usize,
     /// Directory for the launched servers' stdout/stderr logs.
     #[arg(long, default_value = "/tmp/bench-logs")]
     log_dir: PathBuf,
@@ -101,6 +116,8 @@ struct Args {
 enum Source {
     Launch(String),
     Url(String),
+    /// Only an MCP command was given for this server (mcp-exec).
+    None,
 }
 
 struct Target {
@@ -108,6 +125,8 @@ struct Target {
     source: Source,
     /// How to run this server behind our rendezvous (relay measurements), or why it cannot be.
     relay: Result<RelayCommands, String>,
+    /// Its MCP shell tool (mcp-exec), or why it has none.
+    mcp: Result<mcp::McpServer, String>,
 }
 
 impl Target {
@@ -115,6 +134,7 @@ impl Target {
         match &self.source {
             Source::Launch(cmd) => cmd,
             Source::Url(url) => url,
+            Source::None => self.mcp.as_ref().map_or("", |m| m.command.as_str()),
         }
     }
 
@@ -122,6 +142,7 @@ impl Target {
         match &self.source {
             Source::Launch(cmd) => Server::launch(cmd, &log_dir.join(log_name)).await,
             Source::Url(url) => Server::external(url),
+            Source::None => bail!("no --{} command", self.label),
         }
     }
 }
@@ -147,18 +168,27 @@ async fn main() -> Result<()> {
         })
     };
     let mut targets = Vec::new();
-    if let Some(cmd) = &args.ours {
+    let no_command = |flag: &str| Err(format!("no --{flag} command"));
+    if args.ours.is_some() || args.ours_mcp.is_some() {
         targets.push(Target {
             label: "ours",
-            source: Source::Launch(cmd.clone()),
-            relay: relay_commands(cmd, &args.ours_remote, "ours-remote"),
+            source: args.ours.clone().map_or(Source::None, Source::Launch),
+            relay: args.ours.as_deref().map_or_else(
+                || no_command("ours"),
+                |cmd| relay_commands(cmd, &args.ours_remote, "ours-remote"),
+            ),
+            mcp: mcp::ours(args.ours_mcp.as_deref(), args.ours.as_deref()),
         });
     }
-    if let Some(cmd) = &args.upstream {
+    if args.upstream.is_some() || args.upstream_mcp.is_some() {
         targets.push(Target {
             label: "upstream",
-            source: Source::Launch(cmd.clone()),
-            relay: relay_commands(cmd, &args.upstream_remote, "upstream-remote"),
+            source: args.upstream.clone().map_or(Source::None, Source::Launch),
+            relay: args.upstream.as_deref().map_or_else(
+                || no_command("upstream"),
+                |cmd| relay_commands(cmd, &args.upstream_remote, "upstream-remote"),
+            ),
+            mcp: mcp::upstream(args.upstream_mcp.as_deref()),
         });
     }
     if let Some(url) = &args.url {
@@ -166,10 +196,13 @@ async fn main() -> Result<()> {
             label: "url",
             source: Source::Url(url.clone()),
             relay: Err("the relay measurements launch their executor: not with --url".into()),
+            mcp: Err("mcp-exec launches its MCP server: not with --url".into()),
         });
     }
     if targets.is_empty() {
-        bail!("nothing to measure: give --ours, --upstream and/or --url");
+        bail!(
+            "nothing to measure: give --ours, --upstream, --url, --ours-mcp and/or --upstream-mcp"
+        );
     }
     for target in &targets {
         if let Source::Launch(cmd) = &target.source {
@@ -201,6 +234,9 @@ async fn main() -> Result<()> {
             .filter(|m| selected.iter().any(|s| s.name == m.name))
             .collect()
     };
+    // mcp-exec runs the MCP servers, not the WebSocket server, so apart from the round.
+    let (mcp_measures, measures): (Vec<&Measure>, Vec<&Measure>) =
+        measures.into_iter().partition(|m| mcp::is_mcp(m.name));
     let config = Config {
         rpc_calls: args.rpc_calls,
         spawn_runs: args.spawn_runs,
@@ -217,12 +253,23 @@ async fn main() -> Result<()> {
 
     let mut results: Vec<TargetResults> = targets
         .iter()
-        .map(|t| TargetResults::new(t.label, t.describe()))
+        .map(|t| match (&t.source, &t.mcp) {
+            (Source::Launch(_) | Source::Url(_), Ok(m)) if !mcp_measures.is_empty() => {
+                TargetResults::new(t.label, &format!("{}; mcp: {}", t.describe(), m.command))
+            }
+            _ => TargetResults::new(t.label, t.describe()),
+        })
         .collect();
     for round in 1..=args.rounds {
         for (target, result) in targets.iter().zip(results.iter_mut()) {
             eprintln!("== round {round}/{}: {}", args.rounds, target.label);
-            run_round(target, round, &measures, &config, &args, result).await;
+            if !measures.is_empty() {
+                run_round(target, round, &measures, &config, &args, result).await;
+            }
+            if !mcp_measures.is_empty() {
+                let (mcp, calls) = (&target.mcp, args.mcp_calls);
+                mcp::run_round(target.label, mcp, round, calls, &args.log_dir, result).await;
+            }
         }
     }
 
@@ -236,7 +283,16 @@ async fn main() -> Result<()> {
         config.spawns_per_conn, args.stream_mib
     );
     println!();
+    let measures: Vec<&Measure> = measures.into_iter().chain(mcp_measures.clone()).collect();
     report::print_table(&measures, &results);
+    if !mcp_measures.is_empty() {
+        for target in &targets {
+            if let Err(why) = &target.mcp {
+                println!();
+                println!("{}: {} skipped ({why})", target.label, mcp::NAME);
+            }
+        }
+    }
     report::print_goals(&results);
 
     if let Some(path) = &args.json {
@@ -250,6 +306,7 @@ async fn main() -> Result<()> {
             "rounds": args.rounds,
             "config": format!("{config:?}"),
             "streamMib": args.stream_mib,
+            "mcpCalls": args.mcp_calls,
         });
         let doc = report::to_json(&measures, &results, meta);
         std::fs::write(path, serde_json::to_string_pretty(&doc)? + "\n")

@@ -37,7 +37,7 @@ pub(crate) struct Measure {
     pub(crate) timeout: Duration,
 }
 
-const fn fig(key: &'static str, label: &'static str, better: Better) -> Figure {
+pub(crate) const fn fig(key: &'static str, label: &'static str, better: Better) -> Figure {
     Figure { key, label, better }
 }
 
@@ -309,6 +309,13 @@ pub(crate) const MEASURES: &[Measure] = &[
             ),
         ],
         timeout: Duration::from_secs(180),
+    },
+    // The MCP shell tool over stdio, not the WebSocket server (crate::mcp); the timeout is
+    // per reply.
+    Measure {
+        name: crate::mcp::NAME,
+        figures: crate::mcp::FIGURES,
+        timeout: crate::mcp::CALL_TIMEOUT,
     },
 ];
 

@@ -149,7 +149,7 @@ pub(crate) async fn stop_group(mut child: Child) {
 
 /// Prefixes `exec` so that `sh` is replaced by the server (leading `VAR=value` words stay in
 /// front, since `exec VAR=value cmd` would try to run `VAR=value`).
-fn exec_line(command: &str) -> String {
+pub(crate) fn exec_line(command: &str) -> String {
     let trimmed = command.trim_start();
     if trimmed.starts_with("exec ") {
         return trimmed.to_string();
