@@ -34,4 +34,4 @@ pub mod supervisor;
 
 pub use helper::{helper_main, wrap_argv, EXIT_GUARD_FAILED, GUARD_HELPER_ARG};
 pub use resolve::{Exec, Subject};
-pub use supervisor::{supervise, ExecRequest};
+pub use supervisor::{supervise, ExecRequest, Triage};

@@ -104,25 +104,33 @@ pub fn read_argv(pid: i32, addr: u64) -> Result<Vec<Vec<u8>>, ReadError> {
     }
     let mut total = 0usize;
     let mut at = addr;
-    let mut word = [0u8; 8];
+    // The pointers are read up to a page at a time, not one by one.
+    let mut words = [0u8; PAGE];
     loop {
-        let n = read_at(pid, at, &mut word).map_err(ReadError::Memory)?;
-        if n != 8 {
+        let in_page = (PAGE - (at as usize % PAGE)) / 8 * 8;
+        let want = if in_page == 0 { 8 } else { in_page };
+        let n = read_at(pid, at, &mut words[..want]).map_err(ReadError::Memory)?;
+        if n < 8 {
             return Err(ReadError::Memory(io::Error::from_raw_os_error(
                 libc::EFAULT,
             )));
         }
-        let ptr = u64::from_ne_bytes(word);
-        if ptr == 0 {
-            return Ok(args);
+        let whole = n - n % 8;
+        for word in words[..whole].chunks_exact(8) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(word);
+            let ptr = u64::from_ne_bytes(bytes);
+            if ptr == 0 {
+                return Ok(args);
+            }
+            if args.len() == MAX_ARGS {
+                return Err(ReadError::TooLong("the argument list"));
+            }
+            let arg = read_cstring(pid, ptr, MAX_ARG_BYTES - total, "the argument list")?;
+            total += arg.len() + 1;
+            args.push(arg);
         }
-        if args.len() == MAX_ARGS {
-            return Err(ReadError::TooLong("the argument list"));
-        }
-        let arg = read_cstring(pid, ptr, MAX_ARG_BYTES - total, "the argument list")?;
-        total += arg.len() + 1;
-        args.push(arg);
-        at += 8;
+        at += whole as u64;
     }
 }
 

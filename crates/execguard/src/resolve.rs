@@ -95,24 +95,32 @@ pub fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-/// Decodes the stopped exec `n` of process `n.pid`.
-pub fn decode(n: &Notification) -> Result<Exec, DecodeError> {
-    let pid = n.pid;
-    let (dirfd, path_ptr, argv_ptr, flags) = if n.nr == libc::SYS_execveat {
-        (n.args[0] as i32, n.args[1], n.args[2], n.args[4] as i32)
+/// The exec's path and argv as they are in the caller's memory now.
+pub type Raw = (Vec<u8>, Vec<Vec<u8>>);
+
+/// Reads the path and argv of the stopped exec `n` out of the caller's memory.
+pub fn read_raw(n: &Notification) -> Result<Raw, ReadError> {
+    let (path_ptr, argv_ptr) = if n.nr == libc::SYS_execveat {
+        (n.args[1], n.args[2])
     } else {
-        (libc::AT_FDCWD, n.args[0], n.args[1], 0)
+        (n.args[0], n.args[1])
     };
-    let raw_path = lossy(&memory::read_cstring(
-        pid,
-        path_ptr,
-        memory::MAX_PATH,
-        "the path",
-    )?);
-    let argv: Vec<String> = memory::read_argv(pid, argv_ptr)?
-        .iter()
-        .map(|a| lossy(a))
-        .collect();
+    let path = memory::read_cstring(n.pid, path_ptr, memory::MAX_PATH, "the path")?;
+    Ok((path, memory::read_argv(n.pid, argv_ptr)?))
+}
+
+/// Decodes the stopped exec `n` of process `n.pid`; returns it with the raw path and argv it
+/// was decoded from.
+pub fn decode(n: &Notification) -> Result<(Exec, Raw), DecodeError> {
+    let pid = n.pid;
+    let (dirfd, flags) = if n.nr == libc::SYS_execveat {
+        (n.args[0] as i32, n.args[4] as i32)
+    } else {
+        (libc::AT_FDCWD, 0)
+    };
+    let raw = read_raw(n)?;
+    let raw_path = lossy(&raw.0);
+    let argv: Vec<String> = raw.1.iter().map(|a| lossy(a)).collect();
     let cwd = std::fs::read_link(proc_path(pid, "cwd")).unwrap_or_else(|_| PathBuf::from("/"));
 
     // Where the caller's path leads: `open_at` is a path this process can open that the
@@ -209,14 +217,17 @@ pub fn decode(n: &Notification) -> Result<Exec, DecodeError> {
             subjects.push(loaded);
         }
     }
-    Ok(Exec {
-        program,
-        target,
-        argv,
-        cwd,
-        subjects,
-        anonymous,
-    })
+    Ok((
+        Exec {
+            program,
+            target,
+            argv,
+            cwd,
+            subjects,
+            anonymous,
+        },
+        raw,
+    ))
 }
 
 /// An in-memory file or a deleted one, as `/proc/*/fd` links name them.

@@ -1,7 +1,8 @@
 //! The supervisor: a thread per guarded tree that receives each stopped exec, decodes it and
-//! hands it to the async side as an [`ExecRequest`], which is answered whenever the decision
-//! is made (at once for a rule, after the user answers for a prompt). Several requests may be
-//! open at once; the thread never waits for an answer.
+//! asks the caller's [`Triage`] function: what it can decide at once (a rule says allow or
+//! forbid) is answered on the thread, with no hand-off; the rest is handed to the async side as
+//! an [`ExecRequest`], answered whenever the decision is made (after the user answers a
+//! prompt). Several requests may be open at once; the thread never waits for an answer.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,6 +17,17 @@ use crate::resolve::{self, Exec};
 /// more (the callers stay stopped in the kernel meanwhile).
 pub const QUEUE: usize = 64;
 
+/// What the supervisor thread does with a decoded exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triage {
+    /// Let it run (after the second reading, as [`ExecRequest::allow`]).
+    Allow,
+    /// Fail it with this errno.
+    Deny(i32),
+    /// Hand it to the async side: it needs a decision that takes time.
+    Ask,
+}
+
 /// One stopped exec, waiting for [`ExecRequest::allow`] or [`ExecRequest::deny`]. Dropping
 /// it unanswered denies it (`EPERM`).
 #[derive(Debug)]
@@ -28,24 +40,19 @@ pub struct ExecRequest {
     pub initial: bool,
     id: u64,
     notification: Notification,
+    /// The path and argv as first read, compared with a second reading before continuing.
+    raw: (Vec<u8>, Vec<Vec<u8>>),
     listener: Arc<OwnedFd>,
     answered: bool,
 }
 
 impl ExecRequest {
     /// Lets the exec run, if what it would run has not changed since it was decoded: the
-    /// caller's arguments are read again and compared, and the call must still be pending
-    /// (so the pid was not reused). A change fails the exec with `EPERM`.
+    /// caller's path and arguments are read again and compared, and the call must still be
+    /// pending (so the pid was not reused). A change fails the exec with `EPERM`.
     pub fn allow(mut self) -> io::Result<()> {
         self.answered = true;
-        let unchanged = match resolve::decode(&self.notification) {
-            Ok(again) => {
-                again.program == self.exec.program
-                    && again.target == self.exec.target
-                    && again.argv == self.exec.argv
-            }
-            Err(_) => false,
-        };
+        let unchanged = resolve::read_raw(&self.notification).is_ok_and(|again| again == self.raw);
         if !unchanged || !notify::still_pending(&self.listener, self.id) {
             tracing::warn!(pid = self.pid, program = %self.exec.program.display(), "exec changed while it was being decided: refused");
             return self.answer(Answer::Fail(libc::EPERM));
@@ -76,18 +83,25 @@ impl Drop for ExecRequest {
 }
 
 /// Receives the guarded tree's execs from `listener` until every process of the tree has
-/// exited (or the receiver is dropped, after which every exec is refused). Runs on its own
-/// thread; returns the receiving end.
-pub fn supervise(listener: OwnedFd) -> io::Result<mpsc::Receiver<ExecRequest>> {
+/// exited (or the receiver is dropped, after which every exec handed out is refused). Runs on
+/// its own thread, where `triage` sees each exec (and whether it is the tree's first, the
+/// command itself) and decides it or hands it out; returns the receiving end.
+pub fn supervise<F>(listener: OwnedFd, triage: F) -> io::Result<mpsc::Receiver<ExecRequest>>
+where
+    F: FnMut(&Exec, bool) -> Triage + Send + 'static,
+{
     let (tx, rx) = mpsc::channel(QUEUE);
     let listener = Arc::new(listener);
     std::thread::Builder::new()
         .name("exec-guard".into())
-        .spawn(move || run(listener, tx))?;
+        .spawn(move || run(listener, tx, triage))?;
     Ok(rx)
 }
 
-fn run(listener: Arc<OwnedFd>, tx: mpsc::Sender<ExecRequest>) {
+fn run<F>(listener: Arc<OwnedFd>, tx: mpsc::Sender<ExecRequest>, mut triage: F)
+where
+    F: FnMut(&Exec, bool) -> Triage,
+{
     let mut first = true;
     loop {
         let mut pfd = libc::pollfd {
@@ -116,8 +130,8 @@ fn run(listener: Arc<OwnedFd>, tx: mpsc::Sender<ExecRequest>) {
                 break;
             }
         };
-        let exec = match resolve::decode(&n) {
-            Ok(exec) => exec,
+        let (exec, raw) = match resolve::decode(&n) {
+            Ok(decoded) => decoded,
             Err(e) => {
                 tracing::debug!(pid = n.pid, error = %e, "exec refused: cannot decode it");
                 let _ = notify::answer(&listener, n.id, Answer::Fail(e.errno()));
@@ -135,12 +149,21 @@ fn run(listener: Arc<OwnedFd>, tx: mpsc::Sender<ExecRequest>) {
             initial: std::mem::take(&mut first),
             id: n.id,
             notification: n,
+            raw,
             listener: listener.clone(),
             answered: false,
         };
-        if let Err(mpsc::error::SendError(request)) = tx.blocking_send(request) {
-            // Nobody decides any more: refuse (dropping the request does).
-            drop(request);
+        let answered = match triage(&request.exec, request.initial) {
+            Triage::Allow => request.allow(),
+            Triage::Deny(errno) => request.deny(errno),
+            Triage::Ask => {
+                // Nobody decides any more: refuse (dropping the request does).
+                let _ = tx.blocking_send(request);
+                Ok(())
+            }
+        };
+        if let Err(e) = answered {
+            tracing::debug!(error = %e, "exec guard: answering failed");
         }
     }
 }

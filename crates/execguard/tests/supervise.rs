@@ -7,7 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use exec_server_execguard::{filter, supervise, ExecRequest};
+use exec_server_execguard::{filter, supervise, ExecRequest, Triage};
 
 /// Runs `script` under `sh -c` with the guard; `decide` answers every exec but the first.
 /// Returns the programs of the execs seen (after the first) and the shell's output.
@@ -33,7 +33,7 @@ async fn guarded(script: &str, deny: &'static str) -> (Vec<PathBuf>, String) {
         let listener = exec_server_sandbox::fdpass::recv_fd(ours.as_raw_fd())
             .unwrap()
             .unwrap();
-        let _ = rx_tx.send(supervise(listener).unwrap());
+        let _ = rx_tx.send(supervise(listener, |_, _| Triage::Ask).unwrap());
     });
     let child = std::thread::spawn(move || cmd.spawn().unwrap().wait_with_output().unwrap());
     let mut rx = rx_rx.await.unwrap();

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use exec_server_core::spawn::{self, ChildIo, SpawnSpec};
-use exec_server_execguard::ExecRequest;
+use exec_server_execguard::{Exec, ExecRequest, Triage};
 use exec_server_execpolicy::{Decision, Rules};
 use exec_server_protocol::fs::SandboxContext;
 use futures::future::BoxFuture;
@@ -172,7 +172,29 @@ impl Shell {
         .ok()
         .and_then(Result::ok)
         .flatten();
-        let mut requests = match listener.map(exec_server_execguard::supervise) {
+        // What a rule decides is answered on the supervisor thread, at once; only prompts come
+        // here.
+        let triage = {
+            let rules = self.rules.clone();
+            let output = output.clone();
+            move |exec: &Exec, initial: bool| {
+                if initial {
+                    return Triage::Allow;
+                }
+                match decide::judge(&rules, exec) {
+                    None => Triage::Allow,
+                    Some(j) => match j.decision {
+                        Decision::Allow => Triage::Allow,
+                        Decision::Forbidden => {
+                            record_denial(exec, &output, &j.reason);
+                            Triage::Deny(libc::EPERM)
+                        }
+                        Decision::Prompt => Triage::Ask,
+                    },
+                }
+            }
+        };
+        let mut requests = match listener.map(|l| exec_server_execguard::supervise(l, triage)) {
             Some(Ok(rx)) => Some(rx),
             Some(Err(e)) => return Err(ShellError::Spawn(e.to_string())),
             // The helper failed before it ran anything; its stderr says why.
@@ -243,7 +265,7 @@ impl Shell {
         })
     }
 
-    /// Decides one exec: at once for `allow`/`forbidden`/no rule, in a task for `prompt`.
+    /// Asks the user about one exec a rule prompts for; the answer is polled with the call.
     fn handle(
         &self,
         request: ExecRequest,
@@ -252,48 +274,37 @@ impl Shell {
         prompts: &mut FuturesUnordered<BoxFuture<'static, ()>>,
         paused_at: &mut Option<Instant>,
     ) {
-        if request.initial {
-            let _ = request.allow();
-            return;
+        let judgement = decide::judge(&self.rules, &request.exec).unwrap_or(Judgement {
+            decision: Decision::Prompt,
+            reason: "asked".into(),
+        });
+        let message = decide::approval_message(&request.exec, &judgement);
+        let answer = approver.approve(message);
+        let output = output.clone();
+        if prompts.is_empty() {
+            *paused_at = Some(Instant::now());
         }
-        match decide::judge(&self.rules, &request.exec) {
-            None
-            | Some(Judgement {
-                decision: Decision::Allow,
-                ..
-            }) => {
-                let _ = request.allow();
-            }
-            Some(j) if j.decision == Decision::Forbidden => {
-                deny(request, output, &j.reason);
-            }
-            Some(j) => {
-                let message = decide::approval_message(&request.exec, &j);
-                let answer = approver.approve(message);
-                let output = output.clone();
-                if prompts.is_empty() {
-                    *paused_at = Some(Instant::now());
+        prompts.push(Box::pin(async move {
+            match answer.await {
+                Approval::Approved => {
+                    let _ = request.allow();
                 }
-                prompts.push(Box::pin(async move {
-                    match answer.await {
-                        Approval::Approved => {
-                            let _ = request.allow();
-                        }
-                        Approval::Denied(why) => deny(request, &output, &why),
-                    }
-                }));
+                Approval::Denied(why) => {
+                    record_denial(&request.exec, &output, &why);
+                    let _ = request.deny(libc::EPERM);
+                }
             }
-        }
+        }));
     }
 }
 
-fn deny(request: ExecRequest, output: &Arc<Mutex<Output>>, why: &str) {
-    let line = decide::denial_line(&request.exec, why);
-    tracing::info!(pid = request.pid, "{}", line.trim_end());
+/// Adds the `Execution denied: ...` line to the output (and the log).
+fn record_denial(exec: &Exec, output: &Mutex<Output>, why: &str) {
+    let line = decide::denial_line(exec, why);
+    tracing::info!("{}", line.trim_end());
     if let Ok(mut o) = output.lock() {
         o.push(line.as_bytes());
     }
-    let _ = request.deny(libc::EPERM);
 }
 
 async fn recv(
