@@ -213,8 +213,10 @@ impl Shell {
             if status.is_some() && requests.is_none() {
                 break;
             }
+            // Nothing is signalled once the helper has been reaped: its pid may be reused (it
+            // killed what was left of the tree itself on its way out).
             let sleep_until = match (kill_at, paused_at, timed_out) {
-                (Some(k), _, _) => Some(k),
+                (Some(k), _, _) if status.is_none() => Some(k),
                 (None, None, false) if status.is_none() => Some(deadline),
                 _ => None,
             };
