@@ -175,8 +175,15 @@ struct Mcp {
 
 /// `mcp-serve --stdio` with these rules, and a session with it.
 async fn stdio(rules: &str, answer: Answer) -> Mcp {
+    stdio_with(rules, answer, &[]).await
+}
+
+/// `mcp-serve --stdio` with these rules and extra flags, and a session with it.
+async fn stdio_with(rules: &str, answer: Answer, extra: &[&str]) -> Mcp {
     let rules = rules_file(rules);
-    let mut child = mcp_serve(&rules, &["--stdio"])
+    let mut flags = vec!["--stdio"];
+    flags.extend_from_slice(extra);
+    let mut child = mcp_serve(&rules, &flags)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1086,4 +1093,104 @@ async fn mcp_serve_http_elicitation_rides_the_calls_own_stream() {
     }
     assert!(wd.join("raw-approved").exists(), "{seen}");
     let _ = child.kill().await;
+}
+
+/// With `--sandbox` (a workspace-write policy) the guard runs inside the sandbox: a write
+/// outside the workspace fails, a forbidden program is still refused, a prompted one still
+/// asks, and the file tools are confined too.
+#[tokio::test]
+async fn mcp_serve_guard_and_sandbox_together() {
+    let (_dir, root) = workdir();
+    let ws = root.join("ws");
+    let outside = root.join("outside");
+    std::fs::create_dir(&ws).expect("ws");
+    std::fs::create_dir(&outside).expect("outside");
+    std::fs::write(ws.join("x"), "keep").expect("x");
+    let sandbox = root.join("sandbox.json");
+    let policy = json!({
+        "permissions": {"type": "managed", "network": "restricted", "file_system": {
+            "type": "restricted", "entries": [
+                {"path": {"type": "special", "value": {"kind": "root"}}, "access": "read"},
+                {"path": {"type": "path", "path": format!("file://{}", ws.display())},
+                 "access": "write"}]}},
+        "windowsSandboxLevel": "disabled",
+    });
+    std::fs::write(&sandbox, policy.to_string()).expect("sandbox file");
+    let rules = format!("{RM_FORBIDDEN}\n{TOUCH_PROMPT}\n");
+    let mcp = stdio_with(&rules, Answer::Accept, &["--sandbox", dir_str(&sandbox)]).await;
+    let out = outside.join("escaped");
+    let r = mcp
+        .shell(
+            &format!(
+                "echo in > inside; echo out > {}; rm x; touch approved; echo done",
+                out.display()
+            ),
+            &ws,
+        )
+        .await;
+    assert!(ws.join("inside").exists(), "{r:?}");
+    assert!(!out.exists(), "a write outside the workspace landed: {r:?}");
+    assert!(ws.join("x").exists(), "{r:?}");
+    assert_denied(&r, "rm in the sandbox");
+    assert!(ws.join("approved").exists(), "{r:?}");
+    assert!(r.output.contains("done"), "{r:?}");
+    let messages = mcp.approver.messages();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("/usr/bin/touch approved")),
+        "{messages:?}"
+    );
+    // The file tools run in the same sandbox.
+    let r = mcp
+        .call(
+            "write_file",
+            json!({"path": dir_str(&outside.join("tool")), "content": "no"}),
+        )
+        .await
+        .expect("write_file answers");
+    assert_eq!(r.is_error, Some(true), "{}", text(&r));
+    assert!(!outside.join("tool").exists());
+}
+
+/// Programs named indirectly are judged by what runs: the dynamic loader running `rm`, and a
+/// program executed from an in-memory file (which no rule can name, so it is asked about).
+#[tokio::test]
+async fn mcp_serve_catches_the_loader_and_an_in_memory_program() {
+    let (_dir, wd) = workdir();
+    std::fs::write(wd.join("x"), "keep").expect("x");
+    let loader = ["/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux-aarch64.so.1"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("a dynamic loader");
+    let mcp = stdio(RM_FORBIDDEN, Answer::Decline("not from memory")).await;
+    let r = mcp
+        .shell(&format!("{loader} /bin/rm x; echo after"), &wd)
+        .await;
+    assert!(wd.join("x").exists(), "{r:?}");
+    assert_denied(&r, "rm through the loader");
+    assert!(r.output.contains("after"), "{r:?}");
+    // memfd_create + fexecve of a copy of touch, in Perl (on every Debian): declined.
+    let script = wd.join("memfd.pl");
+    std::fs::write(
+        &script,
+        r#"my $name = "sneaky"; my $fd = syscall(319, $name, 0); die "memfd_create: $!" if $fd < 0;
+open(my $out, ">&=", $fd) or die; open(my $in, "<", "/usr/bin/touch") or die;
+binmode $in; binmode $out; { local $/; my $data = <$in>; print {$out} $data; } close $in; $out->flush;
+exec { "/proc/self/fd/$fd" } "touch", "from-memory" or die "exec: $!";
+"#,
+    )
+    .expect("script");
+    if cfg!(target_arch = "x86_64") {
+        let r = mcp
+            .shell(&format!("perl {}; echo after", script.display()), &wd)
+            .await;
+        assert!(!wd.join("from-memory").exists(), "{r:?}");
+        assert!(r.output.contains("Execution denied"), "{r:?}");
+        let messages = mcp.approver.messages();
+        assert!(
+            messages.iter().any(|m| m.contains("memfd:sneaky")),
+            "{messages:?}"
+        );
+    }
 }
