@@ -480,14 +480,7 @@ async fn run_round(
             ),
             None => format!("server {}", cpu_text(server_cpu)),
         };
-        let summary = match &outcome {
-            Ok(figures) => figures
-                .iter()
-                .map(|(k, v)| format!("{k}={v:.1}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            Err(e) => format!("error: {e}"),
-        };
+        let summary = summary(&outcome);
         eprintln!(
             "   {:<14} {wall:>6.1}s (cpu: bench {client_cpu:.1}s, {server_cpu_text})  {summary}",
             measure.name
@@ -510,4 +503,16 @@ async fn run_round(
         world.stop().await;
     }
     server.stop().await;
+}
+
+/// One measurement's figures (or its error) on one line, for the progress log.
+pub(crate) fn summary(outcome: &Result<measures::Figures, String>) -> String {
+    match outcome {
+        Ok(figures) => figures
+            .iter()
+            .map(|(k, v)| format!("{k}={v:.1}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(e) => format!("error: {e}"),
+    }
 }

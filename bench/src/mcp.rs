@@ -185,14 +185,7 @@ pub(crate) async fn run_round(
         .await
         .map_err(|e| format!("{NAME} panicked: {e}"))
         .and_then(|r| r.map_err(|e| format!("{e:#}")));
-    let summary = match &outcome {
-        Ok(figures) => figures
-            .iter()
-            .map(|(k, v)| format!("{k}={v:.1}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-        Err(e) => format!("error: {e}"),
-    };
+    let summary = crate::summary(&outcome);
     eprintln!(
         "   {NAME:<14} {:>6.1}s (cpu: bench {:.1}s)  {summary}",
         started.elapsed().as_secs_f64(),

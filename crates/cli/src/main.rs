@@ -90,12 +90,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             state.sessions.shutdown_all();
         }
         Listen::Ws(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("failed to bind {addr}"))?;
-            let bound = listener
-                .local_addr()
-                .context("failed to read the bound address")?;
+            let (listener, bound) = bind(addr).await?;
             if !bound.ip().is_loopback() {
                 tracing::warn!(%bound, "listening on a non-loopback address without auth");
             }
@@ -109,6 +104,19 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Binds a TCP listener; returns it with the address it got (port 0 picks one).
+pub(crate) async fn bind(
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("failed to bind {addr}"))?;
+    let bound = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    Ok((listener, bound))
 }
 
 /// Prints the bound URL alone on the first line of stdout, as upstream does.

@@ -84,12 +84,7 @@ pub(crate) async fn mcp_serve(args: McpServeArgs) -> anyhow::Result<()> {
     }
     let listen = args.listen.as_deref().unwrap_or_default();
     let addr = super::rendezvous::listen_addr(listen)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to bind {addr}"))?;
-    let bound = listener
-        .local_addr()
-        .context("failed to read the bound address")?;
+    let (listener, bound) = crate::bind(addr).await?;
     let url = exec_server_mcp_serve::http_url(bound);
     crate::announce(&url)?;
     tracing::info!(%url, "mcp-serve listening");

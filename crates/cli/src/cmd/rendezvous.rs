@@ -71,12 +71,7 @@ pub(crate) async fn rendezvous(args: RendezvousArgs) -> anyhow::Result<()> {
             ..Options::default()
         },
     )?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("failed to bind {addr}"))?;
-    let bound = listener
-        .local_addr()
-        .context("failed to read the bound address")?;
+    let (listener, bound) = crate::bind(addr).await?;
     announce(&format!("http://{bound}"))?;
     tracing::info!(url = %format!("http://{bound}"), environments, public_url = ?args.public_url, "rendezvous listening");
     rendezvous
