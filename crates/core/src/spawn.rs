@@ -2,8 +2,9 @@
 //!
 //! This is the only module that creates processes (`clippy.toml` bans `Command::new`
 //! elsewhere), so every spawn sets the working directory, the exact environment and a new
-//! session (pgid = sid = child pid). The `pre_exec` hook that calls `setsid` and takes the
-//! controlling terminal is the one `unsafe` block of this crate.
+//! session (pgid = sid = child pid). Its two `pre_exec` hooks, one that calls `setsid` and
+//! takes the controlling terminal and one that lets the child inherit a descriptor (the exec
+//! guard's socket), are its only `unsafe` blocks.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
