@@ -1194,3 +1194,53 @@ exec { "/proc/self/fd/$fd" } "touch", "from-memory" or die "exec: $!";
         );
     }
 }
+
+/// A client that did not declare elicitation is not asked: a prompted program is refused at
+/// once (the call does not wait, with its timeout paused, for an answer that cannot come).
+#[tokio::test]
+async fn mcp_serve_prompt_without_elicitation_support_is_refused_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let rules = rules_file(TOUCH_PROMPT);
+    let (_dir, wd) = workdir();
+    let mut child = mcp_serve(&rules, &["--stdio"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mcp-serve --stdio");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let messages = [
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "plain", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "shell",
+            "arguments": {"command": "touch asked; echo after", "workdir": dir_str(&wd),
+            "login": false}}}),
+    ];
+    for m in messages {
+        let line = format!("{m}\n");
+        within("write", stdin.write_all(line.as_bytes()))
+            .await
+            .expect("write");
+    }
+    let reply = loop {
+        let line = within("a reply", lines.next_line())
+            .await
+            .expect("read")
+            .expect("the server closed stdout");
+        let v: Value = serde_json::from_str(&line).expect("JSON");
+        assert_ne!(v["method"], "elicitation/create", "{v}");
+        if v["id"] == 2 {
+            break v;
+        }
+    };
+    let body = reply["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"));
+    assert!(body.contains("cannot be asked"), "{body}");
+    assert!(body.contains("after"), "{body}");
+    assert!(!wd.join("asked").exists());
+    let _ = child.kill().await;
+}

@@ -16,7 +16,7 @@ use rmcp::model::{
     ElicitationAction, ElicitationSchema, Implementation, JsonObject, ListToolsResult,
     PaginatedRequestParams, RequestId, ServerCapabilities, ServerConfig, ServerRequest, Tool,
 };
-use rmcp::service::{PeerRequestOptions, RequestContext};
+use rmcp::service::{ElicitationMode, PeerRequestOptions, RequestContext};
 use rmcp::{ErrorData as McpError, Peer, RoleServer, ServerHandler};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -149,6 +149,16 @@ impl Approver for Elicit {
     fn approve(&self, message: String) -> BoxFuture<'static, Approval> {
         let peer = self.0.clone();
         Box::pin(async move {
+            // A client that did not declare form elicitation might never answer (and the call's
+            // timeout waits while a prompt is open): refuse at once instead.
+            if !peer
+                .supported_elicitation_modes()
+                .contains(&ElicitationMode::Form)
+            {
+                return Approval::Denied(
+                    "approval needed, but the client cannot be asked (no form elicitation)".into(),
+                );
+            }
             let schema = ElicitationSchema::from_json_schema(
                 json!({
                     "type": "object",
